@@ -1,0 +1,1 @@
+"""HTTP layers: parse → call a service → JSON. No FAISS or ONNX in here."""

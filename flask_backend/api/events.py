@@ -1,0 +1,56 @@
+"""Events API: what an event holds, deletes (for good), and "forget me"."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from ..errors import ApiError
+from ..forget import forget_person
+from ..store.ids import validate_event_id, validate_photo_id
+from .fields import Fields, require_api_key, services
+
+bp = Blueprint("events", __name__, url_prefix="/api/v2/events")
+
+
+@bp.get("/<event_id>")
+def show(event_id: str):
+    svc = services()
+    validate_event_id(event_id)
+    summary = svc.store.event_summary(event_id)
+    if summary is None:
+        raise ApiError(404, "unknown_event", f"unknown event {event_id!r}")
+    for name, info in summary["spaces"].items():
+        status = svc.engines.status(name)
+        info["stale"] = None if not status.ready else (info["model_id"] != status.model or info["dim"] != status.dim)
+        info["model"] = info["model_id"]
+    return jsonify(summary)
+
+
+@bp.delete("/<event_id>/photos/<path:photo_id>")
+@require_api_key
+def delete_photo(event_id: str, photo_id: str):
+    svc = services()
+    validate_event_id(event_id)
+    validate_photo_id(photo_id)
+    removed = svc.store.delete_photo(event_id, photo_id)
+    return jsonify({"event_id": event_id, "photo_id": photo_id, "deleted": True, "faces_removed": removed})
+
+
+@bp.delete("/<event_id>")
+@require_api_key
+def delete_event(event_id: str):
+    svc = services()
+    validate_event_id(event_id)
+    removed = svc.store.delete_event(event_id)
+    return jsonify({"event_id": event_id, "deleted": True, "faces_removed": removed})
+
+
+@bp.post("/<event_id>/forget")
+def forget(event_id: str):
+    """Removes the selfie's person from the event. A selfie is the proof: no API key needed."""
+    svc = services()
+    validate_event_id(event_id)
+    fields = Fields()
+    threshold = fields.number("threshold", None, lo=-1.0, hi=1.0)
+    result = forget_person(svc, event_id, fields.images(svc.settings.max_image_bytes), threshold=threshold)
+    return jsonify(result)

@@ -1,0 +1,49 @@
+"""Options shared by /api/v1/match and /api/v2/match."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ApiError
+from ..store.ids import validate_event_id
+from .fields import Fields, services
+
+DEFAULT_TOP_K = 20
+
+
+@dataclass(frozen=True)
+class MatchOptions:
+    mode: str  # "top_k" | "all"
+    limit: int
+    cursor: str | None
+
+
+def match_options(fields: Fields) -> MatchOptions:
+    settings = services().settings
+    mode = fields.text("mode") or "top_k"
+    if mode not in ("top_k", "all"):
+        raise ApiError(400, "invalid_mode", "'mode' must be 'top_k' or 'all'")
+    top_k = fields.number("top_k", DEFAULT_TOP_K, lo=1, hi=settings.max_top_k, integer=True)
+    if top_k is None:
+        mode = "all"
+    if mode == "all":
+        size = fields.number("page_size", settings.page_size, lo=1, hi=settings.max_top_k, integer=True)
+        return MatchOptions("all", int(size or settings.page_size), fields.text("cursor"))
+    return MatchOptions("top_k", int(top_k), None)
+
+
+def require_indexed(fields: Fields, space: str) -> str:
+    """The event id, once the space's engine is ready and the event has an index there.
+
+    404 ``unknown_event`` when the event has nothing at all; 404 ``not_indexed`` when it
+    exists but not in this space (the frontend falls back to v1 on it).
+    """
+    svc = services()
+    event_id = fields.text("event_id", required=True, max_len=256)
+    validate_event_id(event_id)
+    svc.space(space)  # 503 when the engine is not ready
+    if svc.store.space_of(event_id, space) is None:
+        if svc.store.event_exists(event_id):
+            raise ApiError(404, "not_indexed", f"event {event_id!r} has no {space} index", space=space)
+        raise ApiError(404, "unknown_event", f"unknown event {event_id!r}")
+    return event_id

@@ -1,0 +1,106 @@
+"""Settings read from ``FACEMATCH_*`` environment variables.
+
+One ``Settings`` object is shared by the web app, the photo worker and the bulk CLI, so
+all three see the same data directory, model pack and limits. Every field maps to the
+variable ``FACEMATCH_<FIELD NAME IN UPPER CASE>``; the README lists them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_ROOT = Path("~/.insightface/models").expanduser()
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- storage -------------------------------------------------------------
+    data_dir: Path = PROJECT_ROOT / "indexes"
+    # --- engines -------------------------------------------------------------
+    model_root: Path = DEFAULT_MODEL_ROOT
+    v2_pack: str = "buffalo_l"
+    onnx_providers: tuple[str, ...] = ()  # empty: CUDA then CPU, where available
+    # Several gunicorn workers share a box: one inference thread per worker by default
+    # keeps workers x threads <= cores.
+    onnx_threads: int = 1
+    faiss_threads: int = 1
+    v2_det_size_selfie: int = 640
+    v2_det_size_ingest: int = 1600
+    v2_det_thresh: float = 0.5
+    v1_enabled: bool = True
+    v1_detect_side: int = 1600  # HOG runs on the photo downscaled to this side
+    v1_upsample: int = 1  # HOG upsampling for small images (needs ~80 px faces)
+    # --- images in -----------------------------------------------------------
+    max_image_bytes: int = 25 * 1024 * 1024
+    max_request_bytes: int = 40 * 1024 * 1024
+    max_image_pixels: int = 80_000_000  # decompression-bomb limit (W x H)
+    max_decode_side: int = 3200  # large photos are downscaled to this side on decode
+    allow_private_urls: bool = False
+    url_allowed_hosts: tuple[str, ...] = ()
+    fetch_connect_timeout: float = 5.0
+    fetch_read_timeout: float = 20.0
+    fetch_retries: int = 3
+    # --- ingest / match ------------------------------------------------------
+    ingest_spaces: tuple[str, ...] = ()  # empty: every ready space
+    v1_tolerance: float = 0.6
+    v2_threshold: float | None = None  # None: the pack's calibrated default
+    forget_threshold: float | None = None  # None: stricter than the match default
+    max_top_k: int = 1000
+    page_size: int = 100
+    # --- service -------------------------------------------------------------
+    api_keys: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``FACEMATCH_*`` variables; ``overrides`` win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get("FACEMATCH_" + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def v2_pack_dir(self) -> Path:
+        """The pack directory: ``v2_pack`` itself when it is a path, else under ``model_root``."""
+        pack = Path(self.v2_pack).expanduser()
+        if pack.is_absolute() or os.sep in self.v2_pack or self.v2_pack.startswith("."):
+            return pack.resolve()
+        return (Path(self.model_root).expanduser() / self.v2_pack).resolve()
+
+
+def _parse(f: dataclasses.Field, raw: str) -> Any:
+    kind = str(f.type)
+    name = "FACEMATCH_" + f.name.upper()
+    try:
+        if kind.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if kind == "bool":
+            if raw.strip().lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.strip().lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            return int(raw)
+        if kind.startswith("float"):
+            return None if raw.strip().lower() in {"none", "auto"} else float(raw)
+        if kind == "Path":
+            return Path(raw).expanduser()
+        return raw
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not a valid {kind}") from exc

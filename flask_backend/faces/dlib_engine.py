@@ -1,0 +1,113 @@
+"""v1 engine: dlib's HOG detector, 5-point shape predictor and ResNet descriptor.
+
+This is the legacy 128-d space of face_recognition / face-api.js. It installs from PyPI
+alone, so it is always available and is the fallback. The raw descriptor is kept: legacy
+clients compare raw descriptors by Euclidean distance (tolerance 0.6).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..config import Settings
+from ..imaging import DecodedImage, downscaled
+from ..vectors import as_unit_vector
+from .base import BBox, DetectedFace, EngineStatus, Purpose
+
+log = logging.getLogger(__name__)
+
+MODEL_ID = "dlib_resnet_v1"
+DIM = 128
+SMALL_IMAGE_SIDE = 1000  # below this, HOG upsamples so that ~40 px faces are found
+
+
+class DlibEngine:
+    space = "v1"
+    engine_name = "dlib"
+    model_id = MODEL_ID
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()  # dlib objects are not documented as thread-safe
+        self._models = None
+        self._error: str | None = None
+
+    def _load(self):
+        if self._models is not None or self._error is not None:
+            return self._models
+        with self._lock:
+            if self._models is None and self._error is None:
+                try:
+                    import dlib
+                    import face_recognition_models as frm
+
+                    self._models = (
+                        dlib.get_frontal_face_detector(),
+                        dlib.shape_predictor(frm.pose_predictor_five_point_model_location()),
+                        dlib.face_recognition_model_v1(frm.face_recognition_model_location()),
+                    )
+                    log.info("v1 engine ready: %s", MODEL_ID)
+                except Exception as exc:
+                    log.exception("v1 engine failed to load")
+                    self._error = f"dlib models failed to load: {exc}"
+        return self._models
+
+    def status(self) -> EngineStatus:
+        self._load()
+        return EngineStatus(ready=self._error is None, model=MODEL_ID, dim=DIM, error=self._error)
+
+    def detect(self, image: DecodedImage, purpose: Purpose = "selfie") -> list[DetectedFace]:
+        """HOG detection on a downscaled copy, then descriptors for every face."""
+        models = self._load()
+        if models is None:
+            raise RuntimeError(self._error or "v1 engine not ready")
+        detector = models[0]
+        work = downscaled(image, self._settings.v1_detect_side)
+        upsample = self._settings.v1_upsample if max(work.rgb.shape[:2]) < SMALL_IMAGE_SIDE else 0
+        with self._lock:
+            rects, scores, _ = detector.run(work.rgb, upsample, 0.0)
+        boxes = [
+            (r.left() * work.scale, r.top() * work.scale, r.right() * work.scale, r.bottom() * work.scale)
+            for r in rects
+        ]
+        return self._describe(work, boxes, [float(s) for s in scores])
+
+    def describe(self, image: DecodedImage, boxes: Sequence[BBox], det_scores: Sequence[float]) -> list[DetectedFace]:
+        """Descriptors for faces another detector found (boxes in original pixels).
+
+        Used at ingest when v2 already ran: SCRFD finds the small faces HOG misses and
+        this skips HOG's cost on big photos.
+        """
+        work = downscaled(image, self._settings.v1_detect_side)
+        return self._describe(work, boxes, det_scores)
+
+    def _describe(self, work: DecodedImage, boxes: Sequence[BBox], det_scores: Sequence[float]) -> list[DetectedFace]:
+        import dlib
+
+        models = self._load()
+        if models is None:
+            raise RuntimeError(self._error or "v1 engine not ready")
+        _, predictor, recogniser = models
+        faces: list[DetectedFace] = []
+        h, w = work.rgb.shape[:2]
+        for box, score in zip(boxes, det_scores):
+            x1, y1, x2, y2 = (v / work.scale for v in box)
+            rect = dlib.rectangle(
+                int(max(0, round(x1))), int(max(0, round(y1))),
+                int(min(w - 1, round(x2))), int(min(h - 1, round(y2))),
+            )
+            if rect.width() < 8 or rect.height() < 8:
+                continue
+            with self._lock:
+                shape = predictor(work.rgb, rect)
+                raw = np.asarray(recogniser.compute_face_descriptor(work.rgb, shape, 1), dtype=np.float32)
+            kps = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32) * work.scale
+            emb, n = as_unit_vector(raw)
+            faces.append(
+                DetectedFace(bbox=tuple(box), kps=kps, det_score=score, embedding=emb, norm=n, raw=raw)
+            )
+        return faces
