@@ -33,14 +33,15 @@ class Settings:
     v2_det_size_selfie: int = 640
     v2_det_size_ingest: int = 1600
     v2_det_thresh: float = 0.5
+    v2_work_side: int = 0  # side of the copy SCRFD and the aligner see; 0: auto (2 x det size, >= 1280)
     v1_enabled: bool = True
-    v1_detect_side: int = 1600  # HOG runs on the photo downscaled to this side
-    v1_upsample: int = 1  # HOG upsampling for small images (needs ~80 px faces)
+    v1_detect_side: int = 2000  # HOG runs on the photo downscaled to this side
+    v1_upsample: int = 1  # HOG upsampling for event photos and small images (needs ~80 px faces)
     # --- images in -----------------------------------------------------------
     max_image_bytes: int = 25 * 1024 * 1024
     max_request_bytes: int = 40 * 1024 * 1024
     max_image_pixels: int = 80_000_000  # decompression-bomb limit (W x H)
-    max_decode_side: int = 3200  # large photos are downscaled to this side on decode
+    max_decode_side: int = 3200  # large photos are downscaled to this side on decode; 0: never
     allow_private_urls: bool = False
     url_allowed_hosts: tuple[str, ...] = ()
     fetch_connect_timeout: float = 5.0

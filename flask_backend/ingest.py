@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import ApiError
 from .faces import SPACES, DetectedFace
-from .imaging import DecodedImage, FetchPolicy, decode_image, fetch_image_bytes
+from .imaging import DecodedImage, FetchPolicy, fetch_image_bytes
 from .services import Services
 from .store import FaceRecord
 from .store.ids import validate_event_id, validate_photo_id
@@ -76,7 +76,7 @@ def load_image(services: Services, *, image: bytes | None, image_url: str | None
         image = fetch_bytes(services, image_url)
     if len(image) > s.max_image_bytes:
         raise ApiError(413, "image_too_large", f"image is over {s.max_image_bytes} bytes")
-    return decode_image(image, max_side=s.max_decode_side, max_pixels=s.max_image_pixels)
+    return services.decode(image)
 
 
 def detect_spaces(services: Services, img: DecodedImage, spaces: Sequence[str], purpose: str) -> dict[str, list[DetectedFace]]:

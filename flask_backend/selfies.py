@@ -6,13 +6,7 @@ from collections.abc import Sequence
 
 from .errors import ApiError
 from .faces import DetectedFace, largest
-from .imaging import DecodedImage, decode_image
 from .services import Services
-
-
-def decode_selfie(services: Services, data: bytes) -> DecodedImage:
-    s = services.settings
-    return decode_image(data, max_side=s.max_decode_side, max_pixels=s.max_image_pixels)
 
 
 def selfie_faces(services: Services, space: str, images: Sequence[bytes]) -> list[tuple[DetectedFace, int]]:
@@ -22,7 +16,7 @@ def selfie_faces(services: Services, space: str, images: Sequence[bytes]) -> lis
     engine = services.engines.get(space)
     out = []
     for i, data in enumerate(images):
-        faces = engine.detect(decode_selfie(services, data), "selfie")
+        faces = engine.detect(services.decode(data), "selfie")
         if not faces:
             where = f" in image {i + 1}" if len(images) > 1 else ""
             raise ApiError(422, "no_face", f"no face found{where}; use a clear, front-facing photo")

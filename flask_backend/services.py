@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from .config import Settings
 from .faces import Engines
+from .imaging import DecodedImage, decode_image
 
 if TYPE_CHECKING:
     from .store import FaceStore, Space
@@ -41,3 +42,8 @@ class Services:
         engine = self.engines.get(name)
         status = engine.status()
         return Space(name=name, engine=engine.engine_name, model_id=status.model, dim=int(status.dim or 0))
+
+    def decode(self, data: bytes) -> DecodedImage:
+        """Decode with the configured limits, downscaled to ``max_decode_side`` (0: full size)."""
+        s = self.settings
+        return decode_image(data, max_side=s.max_decode_side or None, max_pixels=s.max_image_pixels)

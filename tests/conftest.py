@@ -52,7 +52,7 @@ def group_members(faces_dir: Path) -> dict[str, set[str]]:
 
 def make_settings(data_dir: Path, pack: Path | str, **overrides) -> Settings:
     """Test settings: temp data dir, the given v2 pack, local URLs allowed (test HTTP servers)."""
-    values = dict(data_dir=data_dir, v2_pack=str(pack), allow_private_urls=True, log_level="WARNING")
+    values = {"data_dir": data_dir, "v2_pack": str(pack), "allow_private_urls": True, "log_level": "WARNING"}
     values.update(overrides)
     return Settings.from_env({}, **values)
 

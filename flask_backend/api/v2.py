@@ -7,7 +7,6 @@ import time
 from flask import Blueprint, jsonify
 
 from ..errors import ApiError
-from ..imaging import decode_image
 from ..ingest import IngestResult, fetch_bytes
 from ..match import combine_v2, find_v2, page, v2_threshold
 from ..selfies import selfie_faces
@@ -120,7 +119,7 @@ def detect():
             raise ApiError(400, "missing_image", "send a multipart file 'image', 'image_base64' or 'image_url'")
         images = [_fetch(fields)]
     t0 = time.perf_counter()
-    img = decode_image(images[0], max_side=svc.settings.max_decode_side, max_pixels=svc.settings.max_image_pixels)
+    img = svc.decode(images[0])
     purpose = "ingest" if (fields.text("purpose") or "selfie") == "ingest" else "selfie"
     faces = engine.detect(img, purpose)
     elapsed = (time.perf_counter() - t0) * 1000.0

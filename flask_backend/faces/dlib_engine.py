@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 MODEL_ID = "dlib_resnet_v1"
 DIM = 128
-SMALL_IMAGE_SIDE = 1000  # below this, HOG upsamples so that ~40 px faces are found
+SMALL_IMAGE_SIDE = 1000  # selfies below this are upsampled too
 
 
 class DlibEngine:
@@ -67,23 +67,26 @@ class DlibEngine:
             raise RuntimeError(self._error or "v1 engine not ready")
         detector = models[0]
         work = downscaled(image, self._settings.v1_detect_side)
-        upsample = self._settings.v1_upsample if max(work.rgb.shape[:2]) < SMALL_IMAGE_SIDE else 0
+        # HOG needs ~80 px faces; one upsampling finds ~40 px ones. Event photos (small faces
+        # in big frames) and small images get it; large selfies don't need it.
+        small = max(work.rgb.shape[:2]) < SMALL_IMAGE_SIDE
+        upsample = self._settings.v1_upsample if (purpose == "ingest" or small) else 0
         with self._lock:
             rects, scores, _ = detector.run(work.rgb, upsample, 0.0)
         boxes = [
             (r.left() * work.scale, r.top() * work.scale, r.right() * work.scale, r.bottom() * work.scale)
             for r in rects
         ]
-        return self._describe(work, boxes, [float(s) for s in scores])
+        return self._describe(image, boxes, [float(s) for s in scores])
 
     def describe(self, image: DecodedImage, boxes: Sequence[BBox], det_scores: Sequence[float]) -> list[DetectedFace]:
         """Descriptors for faces another detector found (boxes in original pixels).
 
-        Used at ingest when v2 already ran: SCRFD finds the small faces HOG misses and
+        Descriptors always come from the decoded image, not HOG's smaller copy: the
+        150x150 chip of a small face keeps more detail. Used at ingest when v2 already ran: SCRFD finds the small faces HOG misses and
         this skips HOG's cost on big photos.
         """
-        work = downscaled(image, self._settings.v1_detect_side)
-        return self._describe(work, boxes, det_scores)
+        return self._describe(image, boxes, det_scores)
 
     def _describe(self, work: DecodedImage, boxes: Sequence[BBox], det_scores: Sequence[float]) -> list[DetectedFace]:
         import dlib

@@ -134,7 +134,7 @@ class InsightFaceEngine:
         size = self._settings.v2_det_size_selfie if purpose == "selfie" else self._settings.v2_det_size_ingest
         # The detector resizes to ``size`` itself; feeding it an image not much bigger
         # than that saves the resize, and the crops for embedding come from this copy.
-        work = downscaled(image, max(size * 2, 1280))
+        work = downscaled(image, self._settings.v2_work_side or max(size * 2, 1280))
         bgr = to_bgr(work)
         boxes, kpss = self._det.detect(bgr, input_size=(size, size))
         if boxes.shape[0] == 0:

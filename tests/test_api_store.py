@@ -1,0 +1,261 @@
+"""Ingest / match / events over HTTP: idempotency, deletes, forget-me, space mismatch,
+paging, several selfies, API keys and bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flask_backend import create_app
+from tests.conftest import make_settings
+
+DIM = 128
+
+
+def _unit(v) -> list[float]:
+    v = np.asarray(v, dtype=np.float64)
+    return (v / np.linalg.norm(v)).tolist()
+
+
+def _upload(client, path, files, **fields):
+    form = dict(fields)
+    form["image"] = [(io.BytesIO(p.read_bytes()), p.name) for p in files]
+    return client.post(path, data=form, content_type="multipart/form-data")
+
+
+def _error(resp, status, code=None):
+    assert resp.status_code == status, resp.get_data(as_text=True)[:400]
+    err = resp.get_json()["error"]
+    if code:
+        assert err["code"] == code, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("store-api")
+
+
+@pytest.fixture(scope="module")
+def app(data_dir, pack_dir):
+    return create_app(make_settings(data_dir, pack_dir))
+
+
+def test_ingest_by_embedding_then_match_by_embedding(client):
+    rng = np.random.default_rng(1)
+    me = rng.normal(size=DIM)
+    other = rng.normal(size=DIM)
+    for i in range(3):
+        near = me + rng.normal(scale=0.2, size=DIM)
+        resp = client.post("/api/v2/ingest", json={"event_id": "emb", "photo_id": f"me{i}", "embedding": _unit(near)})
+        assert resp.status_code == 200 and resp.get_json()["faces_indexed"] == 1
+    client.post("/api/v2/ingest", json={"event_id": "emb", "photo_id": "other", "embeddings": [_unit(other)]})
+    body = client.post("/api/v2/match", json={"event_id": "emb", "user_embedding": _unit(me)}).get_json()
+    scores = [m["score"] for m in body["matches"]]
+    assert scores == sorted(scores, reverse=True)
+    assert {m["photo_id"] for m in body["matches"]} == {"me0", "me1", "me2"}
+    assert body["threshold"] == 0.40 and body["model"] == "det500m_mbf128"
+
+
+def test_reingest_replaces_faces(client, faces_dir):
+    two = faces_dir / "group__two_people.jpg"
+    one = faces_dir / "biden__1.jpg"
+    assert _upload(client, "/api/v2/ingest", [two], event_id="idem", photo_id="p").get_json()["faces_indexed"] == 2
+    assert _upload(client, "/api/v2/ingest", [two], event_id="idem", photo_id="p").get_json()["faces_indexed"] == 2
+    summary = client.get("/api/v2/events/idem").get_json()
+    assert summary["photos"] == 1 and summary["spaces"]["v2"]["faces"] == 2
+    assert _upload(client, "/api/v2/ingest", [one], event_id="idem", photo_id="p").get_json()["faces_indexed"] == 1
+    summary = client.get("/api/v2/events/idem").get_json()
+    assert summary["spaces"]["v2"]["faces"] == 1 and summary["spaces"]["v1"]["faces"] == 1
+
+
+def test_photo_without_a_face_is_recorded(client):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 200), (90, 160, 200)).save(buf, "PNG")
+    resp = client.post(
+        "/api/v2/ingest",
+        data={"event_id": "noface", "photo_id": "sky", "image": (io.BytesIO(buf.getvalue()), "sky.png")},
+        content_type="multipart/form-data",
+    )
+    assert resp.status_code == 200 and resp.get_json()["faces_indexed"] == 0
+    info = client.get("/api/v2/events/noface").get_json()["spaces"]["v2"]
+    assert info["photos"] == 1 and info["faces"] == 0
+
+
+def test_delete_photo_and_event_remove_embeddings_for_good(client, faces_dir, data_dir, app):
+    photo = faces_dir / "obama__3.jpg"
+    resp = _upload(client, "/api/v2/ingest", [photo], event_id="del", photo_id="o3")
+    assert resp.status_code == 200
+    _upload(client, "/api/v2/ingest", [faces_dir / "biden__2.jpg"], event_id="del", photo_id="b2")
+    selfie = faces_dir / "obama__1.jpg"
+    hits = _upload(client, "/api/v2/match", [selfie], event_id="del").get_json()["matches"]
+    assert [m["photo_id"] for m in hits] == ["o3"]
+    emb = app.extensions["facematch"].store.search(
+        "del", app.extensions["facematch"].space("v2"), np.asarray(_unit(np.ones(DIM))), min_score=-1.0
+    )
+    assert len(emb) == 2
+    resp = client.delete("/api/v2/events/del/photos/o3")
+    assert resp.status_code == 200 and resp.get_json()["faces_removed"] == {"v1": 1, "v2": 1}
+    assert _upload(client, "/api/v2/match", [selfie], event_id="del").get_json()["matches"] == []
+    _error(client.delete("/api/v2/events/del/photos/o3"), 404)
+    assert client.delete("/api/v2/events/del").status_code == 200
+    _error(client.get("/api/v2/events/del"), 404, "unknown_event")
+    _error(_upload(client, "/api/v2/match", [selfie], event_id="del"), 404, "unknown_event")
+    assert not any(p.name.startswith("del.") for p in data_dir.rglob("*"))
+
+
+def test_forget_me_removes_only_that_person(client, faces_dir):
+    files = ["obama__1.jpg", "obama__2.jpg", "biden__1.jpg", "group__two_people.jpg"]
+    for f in files:
+        assert _upload(client, "/api/v2/ingest", [faces_dir / f], event_id="forget", photo_id=f).status_code == 200
+    resp = _upload(client, "/api/v2/events/forget/forget", [faces_dir / "obama__3.jpg"])
+    body = resp.get_json()
+    assert resp.status_code == 200, body
+    removed_v2 = {r["photo_id"] for r in body["removed"]["v2"]}
+    assert removed_v2 == {"obama__1.jpg", "obama__2.jpg", "group__two_people.jpg"}
+    assert body["faces_removed"]["v2"] == 3 and "v1" in body["faces_removed"]
+    after = _upload(client, "/api/v2/match", [faces_dir / "obama__3.jpg"], event_id="forget", top_k="null").get_json()
+    assert after["matches"] == []
+    biden = _upload(client, "/api/v2/match", [faces_dir / "biden__2.jpg"], event_id="forget").get_json()
+    assert {m["photo_id"] for m in biden["matches"]} == {"biden__1.jpg", "group__two_people.jpg"}
+
+
+def test_several_selfies_are_combined(client, faces_dir):
+    for f in ("kit_harington__1.jpeg", "kit_harington__2.jpeg", "rose_leslie__1.jpg", "group__kit_with_rose.jpg"):
+        _upload(client, "/api/v2/ingest", [faces_dir / f], event_id="multi", photo_id=f)
+    kit = [faces_dir / "kit_harington__3.jpg", faces_dir / "kit_harington__1.jpeg"]
+    body = _upload(client, "/api/v2/match", kit, event_id="multi").get_json()
+    assert body["queries"] == 2 and body["combine"] == "mean"
+    assert {"kit_harington__2.jpeg", "group__kit_with_rose.jpg"} <= {m["photo_id"] for m in body["matches"]}
+    assert "rose_leslie__1.jpg" not in {m["photo_id"] for m in body["matches"]}
+    mixed = [faces_dir / "kit_harington__3.jpg", faces_dir / "rose_leslie__2.jpg"]
+    _error(_upload(client, "/api/v2/match", mixed, event_id="multi"), 400, "selfies_disagree")
+
+
+def test_all_my_photos_paging(client):
+    rng = np.random.default_rng(7)
+    me = rng.normal(size=DIM)
+    for i in range(25):
+        vec = _unit(me + rng.normal(scale=0.3, size=DIM))
+        client.post("/api/v2/ingest", json={"event_id": "paging", "photo_id": f"p{i:02d}", "embedding": vec})
+    seen, scores, cursor, pages = [], [], None, 0
+    while True:
+        req = {"event_id": "paging", "user_embedding": _unit(me), "top_k": None, "page_size": 10}
+        if cursor:
+            req["cursor"] = cursor
+        body = client.post("/api/v2/match", json=req).get_json()
+        assert body["mode"] == "all" and body["total"] == 25
+        seen += [m["photo_id"] for m in body["matches"]]
+        scores += [m["score"] for m in body["matches"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    assert pages == 3 and len(seen) == 25 == len(set(seen))
+    assert scores == sorted(scores, reverse=True)
+    _error(client.post("/api/v2/match", json={"event_id": "paging", "user_embedding": _unit(me), "mode": "all",
+                                               "cursor": "garbage!"}), 400, "invalid_cursor")
+    top = client.post("/api/v2/match", json={"event_id": "paging", "user_embedding": _unit(me), "top_k": 5}).get_json()
+    assert len(top["matches"]) == 5 and top["next_cursor"] is None
+
+
+def test_v1_match_keeps_face_recognition_semantics(client, faces_dir, app):
+    for f in ("obama__1.jpg", "obama__2.jpg", "biden__1.jpg"):
+        _upload(client, "/api/v1/ingest", [faces_dir / f], event_id="legacy", photo_id=f)
+    descriptor = _upload(client, "/api/face/analyze", [faces_dir / "obama__3.jpg"]).get_json()["descriptor"]
+    body = client.post("/api/v1/match", json={"event_id": "legacy", "descriptor": descriptor}).get_json()
+    assert {m["photo_id"] for m in body["matches"]} == {"obama__1.jpg", "obama__2.jpg"}
+    assert body["tolerance"] == 0.6
+    # distances are the raw Euclidean ones a face_recognition client would compute itself
+    engine = app.extensions["facematch"].engines.get("v1")
+    from flask_backend.imaging import decode_image
+
+    raw = engine.detect(decode_image((faces_dir / "obama__1.jpg").read_bytes()), "ingest")[0].raw
+    want = float(np.linalg.norm(np.asarray(descriptor) - raw))
+    got = next(m["distance"] for m in body["matches"] if m["photo_id"] == "obama__1.jpg")
+    assert abs(got - want) < 0.02
+    tight = client.post("/api/v1/match", json={"event_id": "legacy", "descriptor": descriptor, "tolerance": 0.2})
+    assert tight.get_json()["matches"] == []
+    _error(client.post("/api/v1/ingest", json={"event_id": "legacy", "photo_id": "x", "descriptor": [0.1] * 127}),
+           400, "dimension_mismatch")
+
+
+def test_not_indexed_and_unknown_event(client):
+    client.post("/api/v1/ingest", json={"event_id": "onlyv1", "photo_id": "a", "descriptor": _unit(np.ones(128))})
+    _error(client.post("/api/v2/match", json={"event_id": "onlyv1", "user_embedding": _unit(np.ones(DIM))}),
+           404, "not_indexed")
+    _error(client.post("/api/v2/match", json={"event_id": "never-seen", "user_embedding": _unit(np.ones(DIM))}),
+           404, "unknown_event")
+
+
+def test_space_mismatch_after_pack_change(data_dir, pack_dir, tmp_path, client):
+    client.post("/api/v2/ingest", json={"event_id": "stale", "photo_id": "a", "embedding": _unit(np.ones(DIM))})
+    other = tmp_path / "other_pack"
+    other.mkdir()
+    for f in pack_dir.glob("*.onnx"):
+        os.symlink(f, other / f.name)
+    changed = create_app(make_settings(data_dir, other)).test_client()
+    info = changed.get("/api/v2/events/stale").get_json()["spaces"]["v2"]
+    assert info["stale"] is True and info["model"] == "det500m_mbf128"
+    _error(changed.post("/api/v2/match", json={"event_id": "stale", "user_embedding": _unit(np.ones(DIM))}),
+           409, "space_mismatch")
+    _error(changed.post("/api/v2/ingest", json={"event_id": "stale", "photo_id": "b", "embedding": _unit(np.ones(DIM))}),
+           409, "space_mismatch")
+
+
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        ({"event_id": "emb", "user_embedding": [0.1] * 64}, "dimension_mismatch"),
+        ({"event_id": "emb", "user_embedding": []}, "invalid_embedding"),
+        ({"event_id": "emb", "user_embedding": ["a"] * DIM}, "invalid_embedding"),
+        ({"event_id": "emb", "user_embedding": [0.0] * DIM}, "invalid_embedding"),
+        ({"event_id": "emb", "user_embedding": [0.1] * DIM, "top_k": 0}, "invalid_top_k"),
+        ({"event_id": "emb", "user_embedding": [0.1] * DIM, "top_k": -1}, "invalid_top_k"),
+        ({"event_id": "emb", "user_embedding": [0.1] * DIM, "top_k": 10**9}, "invalid_top_k"),
+        ({"event_id": "emb", "user_embedding": [0.1] * DIM, "threshold": 1.5}, "invalid_threshold"),
+        ({"event_id": "emb", "user_embedding": [0.1] * DIM, "threshold": -2}, "invalid_threshold"),
+        ({"event_id": "../../etc", "user_embedding": [0.1] * DIM}, "invalid_event_id"),
+        ({"event_id": "a" * 300, "user_embedding": [0.1] * DIM}, None),
+        ({"user_embedding": [0.1] * DIM}, "missing_field"),
+    ],
+)
+def test_bad_match_input_is_400(client, body, code):
+    _error(client.post("/api/v2/match", json=body), 400, code)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "1e999"])
+def test_nan_and_inf_vectors_are_400(client, literal):
+    vec = ", ".join([literal] + ["0.1"] * (DIM - 1))
+    raw = f'{{"event_id": "emb", "photo_id": "bad", "embedding": [{vec}]}}'
+    _error(client.post("/api/v2/ingest", data=raw, content_type="application/json"), 400, "invalid_embedding")
+    raw = f'{{"event_id": "emb", "user_embedding": [{vec}]}}'
+    _error(client.post("/api/v2/match", data=raw, content_type="application/json"), 400, "invalid_embedding")
+
+
+@pytest.mark.parametrize("photo_id", ["", " ", "a\x00b", "x" * 600])
+def test_invalid_photo_ids(client, photo_id):
+    resp = client.post("/api/v2/ingest", data=json.dumps({"event_id": "ids", "photo_id": photo_id,
+                                                          "embedding": _unit(np.ones(DIM))}),
+                       content_type="application/json")
+    assert resp.status_code == 400
+
+
+def test_write_endpoints_need_the_api_key(tmp_path, pack_dir):
+    client = create_app(make_settings(tmp_path, pack_dir, api_keys=("k1", "k2"))).test_client()
+    body = {"event_id": "keys", "photo_id": "a", "embedding": _unit(np.ones(DIM))}
+    _error(client.post("/api/v2/ingest", json=body), 401, "unauthorized")
+    _error(client.post("/api/v2/ingest", json=body, headers={"X-API-Key": "nope"}), 401, "unauthorized")
+    assert client.post("/api/v2/ingest", json=body, headers={"X-API-Key": "k2"}).status_code == 200
+    _error(client.delete("/api/v2/events/keys"), 401)
+    _error(client.delete("/api/v2/events/keys/photos/a"), 401)
+    assert client.delete("/api/v2/events/keys", headers={"X-API-Key": "k1"}).status_code == 200
+    # reads stay open
+    _error(client.post("/api/v2/match", json={"event_id": "keys", "user_embedding": body["embedding"]}), 404)
