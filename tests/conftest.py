@@ -12,6 +12,7 @@ import pytest
 from flask_backend import create_app
 from flask_backend.config import Settings
 from flask_backend.services import Services
+from tests.http_fixtures import http_server  # noqa: F401  (fixture for every test module)
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = Path(os.environ.get("FACEMATCH_TEST_ASSETS", REPO.parent / "shared")).resolve()
