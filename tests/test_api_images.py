@@ -164,7 +164,10 @@ def test_unknown_route_and_wrong_method_are_json(client):
     assert "POST" in resp.headers["Allow"]
 
 
-def test_unexpected_exception_is_a_json_500_with_request_id(app, client):
+def test_unexpected_exception_is_a_json_500_with_request_id(tmp_path, pack_dir):
+    app = create_app(make_settings(tmp_path, pack_dir))
+    client = app.test_client()
+
     @app.get("/__boom")
     def boom():  # pragma: no cover - body raises
         raise RuntimeError("secret internals")

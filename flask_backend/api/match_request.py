@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ApiError
+from ..match import PhotoMatch, page
 from ..store.ids import validate_event_id
 from .fields import Fields, services
 
@@ -30,6 +31,13 @@ def match_options(fields: Fields) -> MatchOptions:
         size = fields.number("page_size", settings.page_size, lo=1, hi=settings.max_top_k, integer=True)
         return MatchOptions("all", int(size or settings.page_size), fields.text("cursor"))
     return MatchOptions("top_k", int(top_k), None)
+
+
+def paginate(rows: list[PhotoMatch], opts: MatchOptions) -> tuple[list[PhotoMatch], str | None]:
+    """The best ``top_k`` rows, or one page of "all my photos" with the next cursor."""
+    if opts.mode == "top_k":
+        return rows[: opts.limit], None
+    return page(rows, limit=opts.limit, cursor=opts.cursor)
 
 
 def require_indexed(fields: Fields, space: str) -> str:

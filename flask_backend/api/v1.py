@@ -5,12 +5,12 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from ..errors import ApiError
-from ..match import combine_v1, find_v1, page
+from ..match import combine_v1, find_v1
 from ..selfies import selfie_faces
 from ..vectors import parse_vector, parse_vectors
 from .fields import Fields, require_api_key, services
 from .ingest_request import ingest_request
-from .match_request import match_options, require_indexed
+from .match_request import match_options, paginate, require_indexed
 from .v2 import ingest_response
 
 bp = Blueprint("v1", __name__)
@@ -65,7 +65,7 @@ def match():
         raws = [face.raw for face, _ in found]
     query = combine_v1(raws, tolerance)
     rows = find_v1(svc, event_id, query, tolerance)
-    chunk, cursor = page(rows, limit=opts.limit, cursor=opts.cursor)
+    chunk, cursor = paginate(rows, opts)
     return jsonify(
         {
             "event_id": event_id,

@@ -8,12 +8,12 @@ from flask import Blueprint, jsonify
 
 from ..errors import ApiError
 from ..ingest import IngestResult, fetch_bytes
-from ..match import combine_v2, find_v2, page, v2_threshold
+from ..match import combine_v2, find_v2, v2_threshold
 from ..selfies import selfie_faces
 from ..vectors import parse_vector, parse_vectors
 from .fields import Fields, require_api_key, services
 from .ingest_request import ingest_request
-from .match_request import match_options, require_indexed
+from .match_request import match_options, paginate, require_indexed
 
 bp = Blueprint("v2", __name__, url_prefix="/api/v2")
 
@@ -72,7 +72,7 @@ def match():
         source = "image"
     query = combine_v2(units, threshold)
     rows = find_v2(svc, event_id, query, threshold)
-    chunk, cursor = page(rows, limit=opts.limit, cursor=opts.cursor)
+    chunk, cursor = paginate(rows, opts)
     return jsonify(
         {
             "event_id": event_id,

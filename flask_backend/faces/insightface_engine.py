@@ -21,6 +21,7 @@ from .base import DetectedFace, EngineStatus, Purpose
 
 log = logging.getLogger(__name__)
 
+MIN_DET_SIZE = 640
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -136,6 +137,9 @@ class InsightFaceEngine:
         # than that saves the resize, and the crops for embedding come from this copy.
         work = downscaled(image, self._settings.v2_work_side or max(size * 2, 1280))
         bgr = to_bgr(work)
+        # Never blow a small image up to a big detector input: faces that fill it outgrow
+        # SCRFD's anchors (a 112 px face crop is found at 640, missed at 1600).
+        size = max(MIN_DET_SIZE, min(size, -(-max(bgr.shape[:2]) // 32) * 32))
         boxes, kpss = self._det.detect(bgr, input_size=(size, size))
         if boxes.shape[0] == 0:
             boxes, kpss, bgr = self._detect_padded(bgr, size)
