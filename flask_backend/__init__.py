@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import uuid
 from collections.abc import Mapping
@@ -38,11 +39,16 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     @app.after_request
     def _add_request_id(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")
+        response.headers["X-FaceMatch-Worker"] = str(os.getpid())  # which process answered
         return response
 
     errors.register_error_handlers(app)
     for module in (health, v1, v2, events):
         app.register_blueprint(module.bp)
+    from . import web
+
+    web.init_app(app, settings)
+    __import__("flask_backend.metrics").metrics.init_app(app)
     return app
 
 

@@ -61,6 +61,16 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
 
+    def __post_init__(self) -> None:
+        # Overrides given in code may be plain strings/lists: normalise the types once here.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "Path" and not isinstance(value, Path):
+                object.__setattr__(self, f.name, Path(value).expanduser())
+            elif str(f.type).startswith("tuple") and not isinstance(value, tuple):
+                parts = value.split(",") if isinstance(value, str) else value
+                object.__setattr__(self, f.name, tuple(str(p).strip() for p in parts if str(p).strip()))
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``FACEMATCH_*`` variables; ``overrides`` win."""
