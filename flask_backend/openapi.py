@@ -1,0 +1,445 @@
+"""The OpenAPI 3.1 description of the HTTP API (served at ``/openapi.json``, rendered at ``/docs``).
+
+It cannot drift silently from the code:
+
+* ``build_spec(app)`` lists only the routes the app really has, and ``undocumented_routes(app)``
+  names every route without an entry here (a test requires it to be empty);
+* response schemas are closed (``additionalProperties: false``), and a test validates real
+  responses of every endpoint, success and error, against them;
+* a test checks that every ``ApiError`` code raised in ``flask_backend`` is listed under its
+  status in ``ERROR_CODES``;
+* defaults (page size, top_k limit, v1 tolerance, version) come from the running settings.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+from flask import Flask
+
+from . import __version__
+from .config import Settings
+
+OPENAPI_VERSION = "3.1.0"
+Schema = dict[str, Any]
+
+# Every error code the service answers with, by HTTP status.
+ERROR_CODES: dict[int, tuple[str, ...]] = {
+    400: (
+        "bad_request", "invalid_json", "missing_field", "invalid_field", "missing_image", "too_many_images",
+        "invalid_base64", "empty_image", "corrupt_image", "invalid_url", "forbidden_url", "fetch_failed",
+        "invalid_event_id", "invalid_photo_id", "invalid_embedding", "invalid_face", "invalid_space",
+        "dimension_mismatch", "too_many_vectors", "unknown_space", "invalid_source_url", "invalid_limit",
+        "invalid_min_score", "invalid_mode", "invalid_cursor",
+        "invalid_top_k", "invalid_page_size", "invalid_threshold", "invalid_tolerance", "selfies_disagree",
+    ),
+    401: ("unauthorized",),
+    404: ("unknown_event", "not_indexed", "unknown_photo", "not_found"),
+    405: ("method_not_allowed",),
+    409: ("space_mismatch",),
+    413: ("image_too_large", "request_too_large"),
+    415: ("unsupported_image", "unsupported_media_type"),
+    422: ("no_face",),
+    429: ("rate_limited",),
+    500: ("internal_error",),
+    503: ("engine_not_ready",),
+}
+ERROR_MEANING = {
+    400: "Bad input.",
+    401: "Missing or invalid `X-API-Key` (only when the server has API keys configured).",
+    404: "`unknown_event`: the event has no photos in any space. `not_indexed`: the event exists but has no "
+    "index in this space (frontends fall back to v1). `unknown_photo`: no such photo in the event. "
+    "`not_found`: no such route.",
+    405: "Method not allowed.",
+    409: "`space_mismatch`: the event's index was built with another model (stale after a pack change).",
+    413: "Image or request too large.",
+    415: "Not an image format the service accepts (JPEG, PNG, WebP, BMP, TIFF; HEIC when enabled).",
+    422: "`no_face`: no face found in the selfie.",
+    429: "Rate limited.",
+    500: "Internal error; quote the `request_id`.",
+    503: "`engine_not_ready`: the engine of this space is not loaded (e.g. no v2 model pack).",
+}
+
+
+# --------------------------------------------------------------------------- schema helpers
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(props: dict[str, Schema], required: tuple[str, ...] | list[str] = (), *, extra: bool = False, **more) -> Schema:
+    return {"type": "object", "properties": props, "required": list(required), "additionalProperties": extra, **more}
+
+
+def arr(items: Schema, **more) -> Schema:
+    return {"type": "array", "items": items, **more}
+
+
+def s(description: str | None = None, **more) -> Schema:
+    out: Schema = {"type": "string", **more}
+    if description:
+        out["description"] = description
+    return out
+
+
+def num(description: str | None = None, **more) -> Schema:
+    out: Schema = {"type": "number", **more}
+    if description:
+        out["description"] = description
+    return out
+
+
+def integer(description: str | None = None, **more) -> Schema:
+    out: Schema = {"type": "integer", **more}
+    if description:
+        out["description"] = description
+    return out
+
+
+def nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+FILE = {"type": "string", "format": "binary", "contentMediaType": "image/*"}
+TEXT_NUMBER = s("a number as text; `null` for no limit where allowed")
+
+
+def _schemas(settings: Settings) -> dict[str, Schema]:
+    bbox = arr(num(), minItems=4, maxItems=4, description="[x1, y1, x2, y2] in pixels of the original, EXIF-oriented photo")
+    vector = arr(num(), minItems=1, description="a face vector")
+    engine = {
+        "ready": {"type": "boolean"},
+        "model": nullable(s()),
+        "dim": nullable(integer()),
+        "error": nullable(s()),
+    }
+    page_fields: dict[str, Schema] = {
+        "event_id": s(),
+        "model": s("model id of the space that served the match"),
+        "mode": s(enum=["top_k", "all"]),
+        "next_cursor": nullable(s("`mode: all` only: send back as `cursor` for the next page; null on the last page")),
+        "total": nullable(integer("`mode: all`: photos above the threshold in all pages; null for top_k")),
+        "queries": integer("selfies / vectors combined into the query", minimum=1),
+        "combine": s("`mean` when several selfies were averaged into one template", enum=["single", "mean"]),
+    }
+    page_required = ("event_id", "matches", "model", "mode", "next_cursor", "total", "queries", "combine")
+    url = nullable(s("the photo's source URL (the `image_url` given at ingest), when known"))
+    paging = {
+        "top_k": nullable(integer(f"best photos to return (default 20, at most {settings.max_top_k}); "
+                                  "null means all, like `mode: all`", minimum=1, maximum=settings.max_top_k)),
+        "mode": s("`all`: every photo above the threshold, in pages", enum=["top_k", "all"], default="top_k"),
+        "page_size": integer(f"`mode: all` page size (default {settings.page_size})", minimum=1,
+                             maximum=settings.max_top_k),
+        "cursor": s("`next_cursor` of the previous page"),
+    }
+    images_json = {
+        "image_base64": s("one image, base64 (a `data:` URL prefix is accepted)"),
+        "images": arr(s(), maxItems=10, description="several selfies of one person, base64"),
+    }
+    removed_per_space = {"type": "object", "additionalProperties": integer(minimum=0),
+                         "description": "faces removed, per space"}
+    multipart_paging = {k: TEXT_NUMBER if k in ("top_k", "page_size") else v for k, v in paging.items()}
+    files = arr(FILE, maxItems=10, description="the selfie; repeat the field for several selfies")
+    return {
+        "Error": obj(
+            {"error": obj({"code": s("machine-readable, see the status's list"), "message": s("for humans"),
+                           "request_id": s("echoes `X-Request-ID`; quote it when reporting a problem")},
+                          ("code", "message"), extra=True)},
+            ("error",),
+        ),
+        "BBox": bbox,
+        "MatchV2": obj({"photo_id": s(), "score": num("cosine similarity of the photo's best face"),
+                        "bbox": ref("BBox"), "url": url}, ("photo_id", "score", "bbox")),
+        "MatchV1": obj({"photo_id": s(), "distance": num("Euclidean distance between raw descriptors"),
+                        "score": num("1 - distance"), "bbox": ref("BBox"), "url": url},
+                       ("photo_id", "distance", "score", "bbox")),
+        "MatchV2Response": obj(
+            {**page_fields, "matches": arr(ref("MatchV2"), description="one per photo (its best face), best first"),
+             "threshold": num(), "query_source": s(enum=["image", "embedding"])},
+            (*page_required, "threshold", "query_source"),
+        ),
+        "MatchV1Response": obj(
+            {**page_fields, "matches": arr(ref("MatchV1"), description="one per photo (its best face), best first"),
+             "tolerance": num()},
+            (*page_required, "tolerance"),
+        ),
+        "MatchV2Request": obj(
+            {"event_id": s(), "user_embedding": vector, "embedding": vector,
+             "embeddings": arr(vector, description="several selfies' embeddings, averaged"),
+             **images_json, "threshold": num("cosine threshold (default: the pack's calibrated value)",
+                                             minimum=-1, maximum=1), **paging},
+            ("event_id",), extra=True,
+        ),
+        "MatchV1Request": obj(
+            {"event_id": s(), "descriptor": arr(num(), minItems=128, maxItems=128),
+             "descriptors": arr(arr(num(), minItems=128, maxItems=128)), **images_json,
+             "tolerance": num(f"Euclidean tolerance (default {settings.v1_tolerance:g})", exclusiveMinimum=0,
+                              maximum=2), **paging},
+            ("event_id",), extra=True,
+        ),
+        "MatchMultipart": obj(
+            {"event_id": s(), "image": files, "threshold": TEXT_NUMBER, "tolerance": TEXT_NUMBER,
+             **multipart_paging},
+            ("event_id", "image"), extra=True,
+            description="`threshold` for v2, `tolerance` for v1",
+        ),
+        "IngestRequest": obj(
+            {"event_id": s(), "photo_id": s(), "image_url": s("http(s) URL of the photo; kept as its source URL"),
+             "image_base64": s(), "embedding": vector, "embeddings": arr(vector),
+             "descriptor": arr(num(), minItems=128, maxItems=128), "descriptors": arr(arr(num())),
+             "spaces": arr(s(enum=["v1", "v2"]), description="spaces to fill (default: every ready space)")},
+            ("event_id", "photo_id"), extra=True,
+            description="one of `image_url`, `image_base64`, or precomputed vectors (`embedding(s)` on v2, "
+            "`descriptor(s)` on v1). Re-ingesting a photo_id replaces its faces.",
+        ),
+        "IngestMultipart": obj(
+            {"event_id": s(), "photo_id": s(), "image": FILE, "spaces": s("comma-separated or JSON list")},
+            ("event_id", "photo_id", "image"), extra=True,
+        ),
+        "IngestResponse": obj(
+            {"event_id": s(), "photo_id": s(), "faces_indexed": integer(minimum=0),
+             "faces": arr(obj({"bbox": ref("BBox"), "det_score": num()}, ("bbox", "det_score"))),
+             "model": nullable(s()),
+             "spaces": {"type": "object", "additionalProperties": obj(
+                 {"faces_indexed": integer(minimum=0), "model": s()}, ("faces_indexed", "model"))}},
+            ("event_id", "photo_id", "faces_indexed", "faces", "model", "spaces"),
+        ),
+        "ImageRequest": obj({**images_json, "image_url": s("embed/detect only: fetch the image from this URL"),
+                             "purpose": s("detect only: `ingest` uses the larger detector size",
+                                          enum=["selfie", "ingest"])}, extra=True),
+        "ImageMultipart": obj({"image": files}, ("image",), extra=True),
+        "EmbedResponse": obj(
+            {"embedding": vector, "bbox": ref("BBox"), "det_score": num(), "faces_detected": integer(minimum=1),
+             "model": s()},
+            ("embedding", "bbox", "det_score", "faces_detected", "model"),
+            description="the largest face's unit-length embedding",
+        ),
+        "AnalyzeResponse": obj(
+            {"descriptor": nullable(arr(num(), minItems=128, maxItems=128)), "bbox": ref("BBox"),
+             "det_score": num(), "faces_detected": integer(minimum=1), "model": s()},
+            ("descriptor", "bbox", "faces_detected"),
+            description="the largest face's raw 128-d dlib descriptor (face_recognition / face-api.js compatible)",
+        ),
+        "DetectResponse": obj(
+            {"faces": arr(obj({"bbox": ref("BBox"), "kps": arr(arr(num(), minItems=2, maxItems=2)),
+                               "det_score": num(), "embedding": vector},
+                              ("bbox", "kps", "det_score", "embedding")), description="largest first"),
+             "faces_detected": integer(minimum=0), "image_width": integer(), "image_height": integer(),
+             "processing_time_ms": num(), "model": s()},
+            ("faces", "image_width", "image_height", "processing_time_ms"),
+        ),
+        "Health": obj(
+            {"status": s(enum=["ok", "degraded"]), "version": s(), "insightface_ready": {"type": "boolean"},
+             "engines": obj({"v1": obj(engine, ("ready", "model", "dim")),
+                             "v2": obj({**engine, "providers": arr(s())}, ("ready", "model", "dim"))},
+                            ("v1", "v2"))},
+            ("status", "version", "insightface_ready", "engines"),
+        ),
+        "EventSummary": obj(
+            {"event_id": s(), "photos": integer("distinct photos in any space", minimum=0),
+             "spaces": {"type": "object", "description": "per space (`v1`, `v2`)", "additionalProperties": obj(
+                 {"engine": s(enum=["dlib", "insightface"]), "model": s(), "model_id": s(), "dim": integer(),
+                  "photos": integer(minimum=0), "faces": integer(minimum=0),
+                  "photos_without_faces": integer(minimum=0), "updated_at": num("unix seconds"),
+                  "stale": nullable({"type": "boolean", "description": "built with another model than the "
+                                     "engine now loaded; null when that engine is not ready"})},
+                 ("engine", "model", "model_id", "dim", "photos", "faces", "photos_without_faces", "updated_at",
+                  "stale"))}},
+            ("event_id", "photos", "spaces"),
+        ),
+        "DeletedPhoto": obj({"event_id": s(), "photo_id": s(), "deleted": {"type": "boolean"},
+                             "faces_removed": removed_per_space}, ("event_id", "photo_id", "deleted", "faces_removed")),
+        "DeletedEvent": obj({"event_id": s(), "deleted": {"type": "boolean"}, "faces_removed": removed_per_space},
+                            ("event_id", "deleted", "faces_removed")),
+        "ForgetRequest": obj({**images_json, "threshold": num("v2 cosine bar (default: stricter than matching)")},
+                             extra=True),
+        "ForgetMultipart": obj({"image": files, "threshold": TEXT_NUMBER}, ("image",), extra=True),
+        "ForgetResponse": obj(
+            {"event_id": s(),
+             "faces_removed": {"type": "object", "additionalProperties": integer(minimum=0)},
+             "removed": {"type": "object", "additionalProperties": arr(
+                 obj({"photo_id": s(), "bbox": ref("BBox"), "score": num()}, ("photo_id", "bbox", "score")))}},
+            ("event_id", "faces_removed", "removed"),
+        ),
+    }
+
+
+# --------------------------------------------------------------------------- operations
+def _body(json_schema: str | None, multipart_schema: str | None, *, required: bool = True) -> dict:
+    content: dict[str, Any] = {}
+    if json_schema:
+        content["application/json"] = {"schema": ref(json_schema)}
+    if multipart_schema:
+        content["multipart/form-data"] = {"schema": ref(multipart_schema)}
+    return {"required": required, "content": content}
+
+
+def _ok(schema: str, description: str = "OK") -> dict:
+    return {"description": description, "content": {"application/json": {"schema": ref(schema)}}}
+
+
+def _op(summary: str, tag: str, ok: dict, errors: tuple[int, ...], *, body: dict | None = None,
+        description: str = "", write: bool = False) -> dict:
+    responses: dict[str, Any] = {"200": ok}
+    for status in sorted({*errors, 500}):
+        responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
+    op: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
+    if description:
+        op["description"] = description
+    if body:
+        op["requestBody"] = body
+    if write:
+        op["security"] = [{}, {"ApiKey": []}]
+        op["responses"].setdefault("401", {"$ref": "#/components/responses/E401"})
+    return op
+
+
+IMAGE_ERRORS = (400, 413, 415, 422, 503)
+MATCH_ERRORS = (400, 404, 409, 413, 415, 422, 503)
+INGEST_ERRORS = (400, 413, 415, 503)
+
+
+def _html(summary: str, description: str) -> dict:
+    return {"summary": summary, "tags": ["web"], "description": description,
+            "responses": {"200": {"description": "HTML page", "content": {"text/html": {"schema": s()}}}}}
+
+
+# (Flask rule, method) -> operation. Rules use Flask's syntax, exactly as registered.
+OPERATIONS: dict[tuple[str, str], dict] = {
+    ("/health", "GET"): _op("Liveness and engine status", "service", _ok("Health"), ()),
+    ("/api/face/analyze", "POST"): _op(
+        "v1: selfie → raw 128-d descriptor", "v1", _ok("AnalyzeResponse"), IMAGE_ERRORS,
+        body=_body("ImageRequest", "ImageMultipart")),
+    ("/api/v1/ingest", "POST"): _op(
+        "v1: index every face of a photo", "v1", _ok("IngestResponse"), INGEST_ERRORS,
+        body=_body("IngestRequest", "IngestMultipart"), write=True,
+        description="Fills every ready space unless `spaces` says otherwise; the response describes v1."),
+    ("/api/v1/match", "POST"): _op(
+        "v1: selfie or descriptor → the event's photos", "v1", _ok("MatchV1Response"), MATCH_ERRORS,
+        body=_body("MatchV1Request", "MatchMultipart"),
+        description="face_recognition semantics: a match when the Euclidean distance between raw descriptors "
+        "is <= `tolerance`."),
+    ("/api/v2/ingest", "POST"): _op(
+        "v2: index every face of a photo", "v2", _ok("IngestResponse"), INGEST_ERRORS,
+        body=_body("IngestRequest", "IngestMultipart"), write=True,
+        description="Fills every ready space unless `spaces` says otherwise; the response describes v2."),
+    ("/api/v2/match", "POST"): _op(
+        "v2: selfie(s) or embedding → the event's photos", "v2", _ok("MatchV2Response"), MATCH_ERRORS,
+        body=_body("MatchV2Request", "MatchMultipart"),
+        description="Cosine similarity >= `threshold`. All my photos: `mode: all` (or `top_k: null`) with "
+        "`page_size`, then `cursor` = the previous `next_cursor`. Frontends fall back to `/api/v1/match` on "
+        "503, 404 `not_indexed`, timeouts and network errors (see `/static/facematch.js`)."),
+    ("/api/v2/embed", "POST"): _op(
+        "v2: selfie → embedding (largest face)", "v2", _ok("EmbedResponse"), IMAGE_ERRORS,
+        body=_body("ImageRequest", "ImageMultipart")),
+    ("/api/v2/detect", "POST"): _op(
+        "v2: every face of an image", "v2", _ok("DetectResponse"), IMAGE_ERRORS,
+        body=_body("ImageRequest", "ImageMultipart")),
+    ("/api/v2/events/<event_id>", "GET"): _op(
+        "What an event holds, per space", "events", _ok("EventSummary"), (400, 404)),
+    ("/api/v2/events/<event_id>", "DELETE"): _op(
+        "Delete an event in every space, for good", "events", _ok("DeletedEvent"), (400, 404), write=True),
+    ("/api/v2/events/<event_id>/photos/<path:photo_id>", "DELETE"): _op(
+        "Delete one photo in every space, for good", "events", _ok("DeletedPhoto"), (400, 404), write=True),
+    ("/api/v2/events/<event_id>/forget", "POST"): _op(
+        "Forget me: a selfie removes that person's faces from the event", "events", _ok("ForgetResponse"),
+        (400, 404, 413, 415, 422, 503), body=_body("ForgetRequest", "ForgetMultipart"),
+        description="The selfie is the proof: no API key needed. Uses a stricter bar than matching."),
+    ("/openapi.json", "GET"): {
+        "summary": "This description (OpenAPI 3.1)", "tags": ["web"],
+        "responses": {"200": {"description": "OpenAPI document",
+                              "content": {"application/json": {"schema": {"type": "object"}}}}}},
+    ("/docs", "GET"): _html("Human-readable API reference", "This description rendered as HTML."),
+    ("/", "GET"): _html("Selfie page", "Pick an event, take a selfie, see your photos."),
+    ("/e/<event_id>", "GET"): _html("Selfie page for one event", "Share this link with attendees."),
+    ("/metrics", "GET"): {
+        "summary": "Prometheus metrics", "tags": ["service"],
+        "responses": {"200": {"description": "Prometheus text format",
+                              "content": {"text/plain": {"schema": s()}}}}},
+}
+IGNORED_ENDPOINTS = {"static"}
+_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def openapi_path(rule: str) -> str:
+    """Flask rule → OpenAPI path: ``/e/<path:x>`` → ``/e/{x}``."""
+    return _CONVERTER.sub(r"{\1}", rule)
+
+
+def app_routes(app: Flask) -> set[tuple[str, str]]:
+    """(rule, method) of every route the app serves, but static files, HEAD and OPTIONS."""
+    out = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in IGNORED_ENDPOINTS:
+            continue
+        for method in rule.methods or ():
+            if method not in ("HEAD", "OPTIONS"):
+                out.add((rule.rule, method))
+    return out
+
+
+def undocumented_routes(app: Flask) -> list[tuple[str, str]]:
+    return sorted(app_routes(app) - OPERATIONS.keys())
+
+
+def _error_responses() -> dict[str, Any]:
+    out = {}
+    for status, codes in ERROR_CODES.items():
+        listed = ", ".join(f"`{c}`" for c in codes)
+        out[f"E{status}"] = {
+            "description": f"{ERROR_MEANING[status]} Codes: {listed}.",
+            "content": {"application/json": {"schema": ref("Error")}},
+            "x-error-codes": list(codes),
+        }
+    return out
+
+
+def build_spec(app: Flask | None = None) -> dict[str, Any]:
+    """The OpenAPI document for ``app`` (every documented operation when ``app`` is None)."""
+    settings = app.extensions["facematch"].settings if app is not None else Settings()
+    routes = app_routes(app) if app is not None else set(OPERATIONS)
+    paths: dict[str, dict[str, Any]] = {}
+    for (rule, method), op in OPERATIONS.items():
+        if (rule, method) not in routes:
+            continue
+        operation = copy.deepcopy(op)
+        names = _CONVERTER.findall(rule)
+        if names:
+            operation["parameters"] = [
+                {"name": n, "in": "path", "required": True, "schema": s()} for n in names
+            ]
+        operation["operationId"] = f"{method.lower()}{re.sub(r'[^A-Za-z0-9]+', '_', openapi_path(rule))}".rstrip("_")
+        paths.setdefault(openapi_path(rule), {})[method.lower()] = operation
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "FaceMatch",
+            "version": __version__,
+            "summary": "Find every event photo you appear in from one selfie.",
+            "description": (
+                "Two embedding spaces: **v2** (InsightFace, cosine `threshold`) and **v1** (dlib, legacy, "
+                "Euclidean `tolerance`). An index belongs to one space; queries never cross spaces. "
+                "Multipart requests carry the same fields as form fields (numbers as text, lists as repeated "
+                "fields or JSON text) and images as file `image` (repeat it for several selfies). "
+                "Every error is JSON: `{\"error\": {\"code\", \"message\", \"request_id\"}}`. "
+                "Browsers on other origins need the origin in `FACEMATCH_CORS_ORIGINS`."
+            ),
+        },
+        "servers": [{"url": "/"}],
+        "tags": [
+            {"name": "v2", "description": "InsightFace space"},
+            {"name": "v1", "description": "legacy dlib space (face_recognition / face-api.js descriptors)"},
+            {"name": "events", "description": "what an event holds; deletes are for good"},
+            {"name": "service", "description": "operations"},
+            {"name": "web", "description": "pages and this description"},
+        ],
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "schemas": _schemas(settings),
+            "responses": _error_responses(),
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                                           "description": "required on write endpoints when the server has "
+                                           "FACEMATCH_API_KEYS set"}},
+        },
+    }

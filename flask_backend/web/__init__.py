@@ -1,0 +1,17 @@
+"""The attendee-facing web layer: selfie page, API description, CORS.
+
+``init_app(app, settings)`` is the one hook ``create_app`` calls.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from ..config import Settings
+from .cors import init_cors
+from .pages import bp
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    app.register_blueprint(bp)
+    init_cors(app, settings.cors_origins)
