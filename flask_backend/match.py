@@ -126,6 +126,15 @@ def find_v1(services: Services, event_id: str, raw_query: np.ndarray, tolerance:
     return best_per_photo([_row(h, -d, 1.0 - d, distance=d) for h, d in hits])
 
 
+def rows_json(services: Services, event_id: str, space: str, rows: Sequence[PhotoMatch]) -> list[dict]:
+    """Match rows as JSON, each with its photo's source URL (the ``image_url`` given at ingest)."""
+    out = []
+    for r in rows:
+        state = services.store.photo_state(event_id, r.photo_id, space)
+        out.append({**r.to_json(space), "url": state.source_url if state else None})
+    return out
+
+
 def _row(h: Hit, rank: float, score: float, distance: float | None = None) -> PhotoMatch:
     return PhotoMatch(h.photo_id, rank, score, tuple(h.bbox), h.face_id, distance)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from ..errors import ApiError
-from ..match import combine_v1, find_v1
+from ..match import combine_v1, find_v1, rows_json
 from ..selfies import selfie_faces
 from ..vectors import parse_vector, parse_vectors
 from .fields import Fields, require_api_key, services
@@ -69,7 +69,7 @@ def match():
     return jsonify(
         {
             "event_id": event_id,
-            "matches": [r.to_json("v1") for r in chunk],
+            "matches": rows_json(svc, event_id, "v1", chunk),
             "model": svc.space("v1").model_id,
             "tolerance": tolerance,
             "mode": opts.mode,

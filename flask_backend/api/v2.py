@@ -8,7 +8,7 @@ from flask import Blueprint, jsonify
 
 from ..errors import ApiError
 from ..ingest import IngestResult, fetch_bytes
-from ..match import combine_v2, find_v2, v2_threshold
+from ..match import combine_v2, find_v2, rows_json, v2_threshold
 from ..selfies import selfie_faces
 from ..vectors import parse_vector, parse_vectors
 from .fields import Fields, require_api_key, services
@@ -76,7 +76,7 @@ def match():
     return jsonify(
         {
             "event_id": event_id,
-            "matches": [r.to_json("v2") for r in chunk],
+            "matches": rows_json(svc, event_id, "v2", chunk),
             "model": space.model_id,
             "threshold": threshold,
             "mode": opts.mode,
