@@ -1,0 +1,21 @@
+"""The per-event face store: exact search over per-(event, space) indexes, shared by processes.
+
+``FaceStore`` is the one entry point; ``Space``, ``FaceRecord``, ``Hit`` and ``PhotoState``
+are its value types; ``validate_event_id`` / ``validate_photo_id`` are reused by the HTTP layer.
+Importing this package does not import faiss (see index.py).
+"""
+
+from .face_store import FaceStore
+from .ids import validate_event_id, validate_photo_id
+from .models import SPACE_NAMES, FaceRecord, Hit, PhotoState, Space
+
+__all__ = [
+    "SPACE_NAMES",
+    "FaceRecord",
+    "FaceStore",
+    "Hit",
+    "PhotoState",
+    "Space",
+    "validate_event_id",
+    "validate_photo_id",
+]
