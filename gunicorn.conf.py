@@ -1,34 +1,110 @@
 """gunicorn settings, each from the environment with a default for one small box.
 
-Nothing heavy happens in the master: the app factory builds only lazy objects, and the
-engines, onnxruntime sessions, FAISS and SQLite open in each worker on first use (FAISS
-and onnxruntime thread pools do not survive fork). workers x threads x FACEMATCH_ONNX_THREADS
-should not exceed the cores by much.
+    gunicorn -c gunicorn.conf.py "flask_backend:create_app()"
+
+Nothing heavy happens in the master: the app is not preloaded, so engines, onnxruntime
+sessions, FAISS and SQLite open in each worker after fork (their thread pools do not
+survive fork; FAISS searches can hang in a forked child). ``post_worker_init`` then
+warms the engines so a worker's first request does not pay for loading them.
+
+Cores: each worker runs at most ``threads`` requests at once and each inference uses
+FACEMATCH_ONNX_THREADS threads, so workers x threads x onnx threads should stay near the
+core count; the defaults (workers = cores, 2 threads, 1 onnx thread) allow one request
+waiting on I/O per busy core.
+
+Metrics: several workers share counters through prometheus_client's multiprocess mode.
+PROMETHEUS_MULTIPROC_DIR is used when set (systemd: a RuntimeDirectory, empty at every
+start); otherwise a private temporary directory is created here, before any worker
+imports prometheus_client, and removed on exit. Files of dead workers are marked in
+``child_exit``.
 """
 
 from __future__ import annotations
 
+import glob
 import multiprocessing
 import os
+import shutil
+import tempfile
 
 
 def _int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+    raw = os.environ.get(name, "")
+    return int(raw) if raw.strip() else default
 
 
-bind = os.environ.get("FACEMATCH_BIND", "127.0.0.1:5000")
-workers = _int("FACEMATCH_WEB_WORKERS", max(2, multiprocessing.cpu_count()))
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return multiprocessing.cpu_count()
+
+
+# -- metrics directory: must exist in the environment before any worker starts ---------
+_OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="facematch-metrics-")
+METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+os.makedirs(METRICS_DIR, exist_ok=True)
+# one inference thread per request unless told otherwise (see the module docstring)
+os.environ.setdefault("FACEMATCH_ONNX_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("FACEMATCH_FAISS_THREADS", "1"))
+
+# -- server ------------------------------------------------------------------------------
+wsgi_app = "flask_backend:create_app()"
+bind = [b.strip() for b in os.environ.get("FACEMATCH_BIND", "127.0.0.1:5000").split(",") if b.strip()]
+workers = _int("FACEMATCH_WEB_WORKERS", max(2, _cores()))
 worker_class = "gthread"
 threads = _int("FACEMATCH_WEB_THREADS", 2)
-timeout = _int("FACEMATCH_WEB_TIMEOUT", 120)
+timeout = _int("FACEMATCH_WEB_TIMEOUT", 120)  # a 24 MP photo from a slow URL stays well under this
 graceful_timeout = _int("FACEMATCH_WEB_GRACEFUL_TIMEOUT", 30)
-keepalive = 5
-max_requests = _int("FACEMATCH_WEB_MAX_REQUESTS", 2000)
-max_requests_jitter = _int("FACEMATCH_WEB_MAX_REQUESTS_JITTER", 200)
-preload_app = False  # each worker builds its own app, engines and store
-accesslog = os.environ.get("FACEMATCH_ACCESS_LOG", "-")
+keepalive = _int("FACEMATCH_WEB_KEEPALIVE", 5)
+max_requests = _int("FACEMATCH_WEB_MAX_REQUESTS", 2000)  # recycles workers: bounds slow leaks
+max_requests_jitter = _int("FACEMATCH_WEB_MAX_REQUESTS_JITTER", 200)  # ... not all at once
+preload_app = False  # each worker builds its own app, engines and store after fork
+forwarded_allow_ips = os.environ.get("FACEMATCH_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+if os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"  # the workers' heartbeat files: never block on a slow disk
+# gunicorn >= 25 opens a control socket under $HOME by default; opt in only.
+control_socket_disable = not os.environ.get("FACEMATCH_WEB_CONTROL_SOCKET")
+if not control_socket_disable:
+    control_socket = os.environ["FACEMATCH_WEB_CONTROL_SOCKET"]
+
+# -- logging -----------------------------------------------------------------------------
+accesslog = os.environ.get("FACEMATCH_ACCESS_LOG", "-") or None
 errorlog = "-"
 loglevel = os.environ.get("FACEMATCH_LOG_LEVEL", "info").lower()
-# No query strings in the access log (signed photo URLs can carry tokens).
+# path without query string (signed photo URLs and tokens stay out of logs), status,
+# bytes, duration, request id
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms rid=%({x-request-id}o)s'
 limit_request_line = 8190
+
+
+# -- hooks -------------------------------------------------------------------------------
+def on_starting(server) -> None:
+    """Master start: drop metric files of a previous run (their pids are gone)."""
+    for path in glob.glob(os.path.join(METRICS_DIR, "*.db")):
+        os.remove(path)
+
+
+def post_worker_init(worker) -> None:
+    """Load the engines in the fresh worker, before it accepts requests."""
+    if os.environ.get("FACEMATCH_WEB_WARMUP", "1").strip().lower() in ("0", "false", "no", "off"):
+        return
+    app = getattr(worker, "wsgi", None)
+    services = getattr(app, "extensions", {}).get("facematch") if app is not None else None
+    if services is not None:
+        ready = services.engines.ready_spaces()
+        worker.log.info("worker %s ready: engines %s", worker.pid, ",".join(ready) or "none")
+
+
+def child_exit(server, worker) -> None:
+    """A worker is gone: its live gauges must not be summed any more."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, METRICS_DIR)
+
+
+def on_exit(server) -> None:
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(METRICS_DIR, ignore_errors=True)

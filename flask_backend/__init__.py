@@ -20,6 +20,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     """Application factory: ``config`` is a Settings, overrides for Settings.from_env, or None."""
+    from . import metrics, web
     from .api import errors, events, health, v1, v2
     from .services import Services
 
@@ -45,10 +46,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     errors.register_error_handlers(app)
     for module in (health, v1, v2, events):
         app.register_blueprint(module.bp)
-    from . import web
-
     web.init_app(app, settings)
-    __import__("flask_backend.metrics").metrics.init_app(app)
+    metrics.init_app(app)
     return app
 
 

@@ -37,6 +37,15 @@ def resolve_providers(requested: tuple[str, ...]) -> list[str]:
     return chosen
 
 
+def fitted_input(shape: tuple[int, ...], size: int) -> tuple[int, int]:
+    """SCRFD input (w, h): long side ``size``, short side following the photo's aspect ratio
+    (rounded up to the stride 32) instead of a size x size square that is a third padding
+    for a 3:2 photo — detection cost drops by about that third."""
+    h, w = shape[:2]
+    short = min(size, -(-size * min(h, w) // (max(h, w) * 32)) * 32)
+    return (size, short) if w >= h else (short, size)
+
+
 def pack_problem(pack_dir: Path, pack_name: str) -> str | None:
     """Why ``pack_dir`` cannot be loaded, or None if it looks like a pack."""
     if not pack_dir.is_dir():
@@ -140,7 +149,7 @@ class InsightFaceEngine:
         # Never blow a small image up to a big detector input: faces that fill it outgrow
         # SCRFD's anchors (a 112 px face crop is found at 640, missed at 1600).
         size = max(MIN_DET_SIZE, min(size, -(-max(bgr.shape[:2]) // 32) * 32))
-        boxes, kpss = self._det.detect(bgr, input_size=(size, size))
+        boxes, kpss = self._det.detect(bgr, input_size=fitted_input(bgr.shape, size))
         if boxes.shape[0] == 0:
             boxes, kpss, bgr = self._detect_padded(bgr, size)
         faces: list[DetectedFace] = []
@@ -169,7 +178,7 @@ class InsightFaceEngine:
         (close-up selfies, face crops). Returns boxes/landmarks in the padded image."""
         pad = max(bgr.shape[:2]) // 2
         padded = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-        boxes, kpss = self._det.detect(padded, input_size=(size, size))
+        boxes, kpss = self._det.detect(padded, input_size=fitted_input(padded.shape, size))
         return boxes, kpss, padded
 
     def _embed(self, crops: list[np.ndarray]) -> np.ndarray:

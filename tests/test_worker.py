@@ -1,0 +1,157 @@
+"""The photo worker as real processes against the Firestore emulator: two workers share the
+work exactly once, kill -9 leaves leases that are taken over, SIGTERM drains or gives back."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from flask_backend.services import Services
+from tests.conftest import make_settings
+from tests.firestore_fixtures import (  # noqa: F401 - fixtures
+    firestore_db_fixture,
+    firestore_emulator_fixture,
+    service_env,
+    start_worker,
+    stop_process,
+    wait_for,
+)
+from tests.http_fixtures import LocalHTTPServer, Reply
+
+PHOTOS = ["obama__1.jpg", "biden__1.jpg", "kit_harington__1.jpeg", "rose_leslie__1.jpg", "alex_lacamoire__2.jpg",
+          "obama__3.jpg"]
+JPEG = {"Content-Type": "image/jpeg"}
+BASE_ARGS = ["--poll-interval", "1", "--compute-threads", "1", "--summary-interval", "0"]
+
+
+@pytest.fixture
+def procs():
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        stop_process(proc)
+
+
+def _docs(db, event: str) -> dict[str, dict]:
+    return {d.id: d.to_dict() for d in db.photos(event).stream()}
+
+
+def test_two_workers_process_each_photo_exactly_once(firestore_db, tmp_path, faces_dir, pack_dir, procs):
+    db = firestore_db
+    env = service_env(db, tmp_path / "data", pack_dir, FACEMATCH_INGEST_SPACES="v2")
+    with LocalHTTPServer() as srv:
+        paths = []
+        for i in range(12):
+            path = f"/p{i}.jpg"
+            srv.set(path, Reply(headers=JPEG, body=(faces_dir / PHOTOS[i % len(PHOTOS)]).read_bytes(), delay=0.8))
+            db.photos("ev").document(f"p{i}").set({"url": srv.url(path) + "?token=s3cret"})
+            paths.append(path)
+        srv.set("/gone.jpg", 404)
+        db.photos("ev").document("gone").set({"url": srv.url("/gone.jpg")})
+
+        args = [*BASE_ARGS, "--once", "--concurrency", "2", "--max-attempts", "2", "--retry-base", "0.5"]
+        for name in ("A", "B"):
+            procs.append(start_worker(env, tmp_path / f"{name}.log", *args, "--worker-id", name))
+        for proc in procs:
+            assert proc.wait(timeout=120) == 0, (tmp_path / "A.log").read_text()[-3000:]
+
+        assert {p: srv.hits(p) for p in paths} == {p: 1 for p in paths}  # each photo downloaded once
+        assert srv.hits("/gone.jpg") == 2  # retried once after backoff, then given up
+    docs = _docs(db, "ev")
+    good = {k: v for k, v in docs.items() if k != "gone"}
+    assert all(d["faceStatus"] == "done" and d["faceAttempts"] == 1 and d["faceCount"] == 1 for d in good.values())
+    assert {d["faceWorker"] for d in good.values()} == {"A", "B"}  # both took a share
+    assert docs["gone"]["faceStatus"] == "failed" and docs["gone"]["faceAttempts"] == 2
+    assert "404" in docs["gone"]["faceError"]
+    store = Services(make_settings(tmp_path / "data", pack_dir)).store
+    assert len(store.list_photos("ev", "v2")) == 12
+    logs = (tmp_path / "A.log").read_text() + (tmp_path / "B.log").read_text()
+    assert "status=done" in logs and "s3cret" not in logs  # one line per photo, never a token
+
+
+def test_kill9_leases_are_taken_over(firestore_db, tmp_path, faces_dir, pack_dir, procs):
+    db = firestore_db
+    env = service_env(db, tmp_path / "data", pack_dir, FACEMATCH_INGEST_SPACES="v2")
+    with LocalHTTPServer() as srv:
+        for i in range(3):
+            body = (faces_dir / PHOTOS[i]).read_bytes()
+            # the first download hangs (the victim is killed meanwhile), later ones answer at once
+            srv.sequence(f"/k{i}.jpg", [Reply(headers=JPEG, body=body, delay=120), Reply(headers=JPEG, body=body)])
+            db.photos("ev").document(f"k{i}").set({"url": srv.url(f"/k{i}.jpg")})
+        lease = ["--lease-seconds", "3"]
+        victim = start_worker(env, tmp_path / "victim.log", *BASE_ARGS, *lease, "--worker-id", "victim")
+        procs.append(victim)
+        wait_for(lambda: all(d.get("faceWorker") == "victim" and d.get("faceStatus") == "processing"
+                             for d in _docs(db, "ev").values()), 60, what="the victim to claim every photo")
+        time.sleep(2)  # leases are renewed while the victim lives
+        assert all(d["faceLeaseUntil"] > datetime.now(UTC) for d in _docs(db, "ev").values())
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        killed_at = datetime.now(UTC)
+
+        heir = start_worker(env, tmp_path / "heir.log", *BASE_ARGS, *lease, "--once", "--worker-id", "heir")
+        procs.append(heir)
+        assert heir.wait(timeout=90) == 0, (tmp_path / "heir.log").read_text()[-3000:]
+        assert all(srv.hits(f"/k{i}.jpg") == 2 for i in range(3))
+    for doc in _docs(db, "ev").values():
+        assert doc["faceStatus"] == "done" and doc["faceWorker"] == "heir" and doc["faceAttempts"] == 2, doc
+        assert (doc["faceIndexedAt"] - killed_at).total_seconds() > 1.0  # waited for the lease to expire
+
+
+def _notify_socket(tmp_path) -> tuple[socket.socket, str]:
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.2)
+    return sock, path
+
+
+def _messages(sock: socket.socket) -> list[str]:
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(4096).decode())
+        except TimeoutError:
+            return out
+
+
+def test_sigterm_drains_in_flight_or_gives_back(firestore_db, tmp_path, faces_dir, pack_dir, procs):
+    db = firestore_db
+    env = service_env(db, tmp_path / "data", pack_dir, FACEMATCH_INGEST_SPACES="v2")
+    sock, sock_path = _notify_socket(tmp_path)
+    body = (faces_dir / "obama__1.jpg").read_bytes()
+    with LocalHTTPServer() as srv:
+        srv.set("/slow.jpg", Reply(headers=JPEG, body=body, delay=3))
+        srv.set("/stuck.jpg", Reply(headers=JPEG, body=body, delay=120))
+        db.photos("ev-drain").document("slow").set({"url": srv.url("/slow.jpg")})
+        db.photos("ev-give").document("stuck").set({"url": srv.url("/stuck.jpg")})
+        beat = tmp_path / "heartbeat.json"
+        drainer = start_worker({**env, "NOTIFY_SOCKET": sock_path}, tmp_path / "drainer.log", *BASE_ARGS,
+                               "--event-id", "ev-drain", "--heartbeat-file", str(beat), "--drain-timeout", "30")
+        giver = start_worker(env, tmp_path / "giver.log", *BASE_ARGS, "--event-id", "ev-give", "--drain-timeout", "1")
+        procs.extend([drainer, giver])
+        wait_for(lambda: srv.hits("/slow.jpg") and srv.hits("/stuck.jpg"), 60, what="both downloads to start")
+        assert db.photo("ev-drain", "slow")["faceStatus"] == "processing"
+        t0 = time.monotonic()
+        drainer.send_signal(signal.SIGTERM)
+        giver.send_signal(signal.SIGTERM)
+        assert giver.wait(timeout=20) == 0
+        assert time.monotonic() - t0 < 10  # gave up after --drain-timeout, did not wait 120 s
+        assert drainer.wait(timeout=30) == 0
+
+    slow = db.photo("ev-drain", "slow")
+    assert slow["faceStatus"] == "done" and slow["faceCount"] == 1  # finished before exiting
+    stuck = db.photo("ev-give", "stuck")
+    assert stuck["faceStatus"] == "pending" and stuck["faceLeaseOwner"] is None and stuck["faceAttempts"] == 0
+    messages = "\n".join(_messages(sock))
+    assert "READY=1" in messages and "STOPPING=1" in messages and "WATCHDOG=1" in messages
+    state = json.loads(beat.read_text())
+    assert state["pid"] == drainer.pid and state["counts"]["done"] == 1 and state["stopping"] is True
+    assert not os.path.exists(str(beat) + ".tmp")
