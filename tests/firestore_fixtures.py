@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -28,18 +27,14 @@ from typing import Any
 import pytest
 import requests
 
+from tests.processes import free_port
+
 JAR_CANDIDATES = (
     "/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud-firestore-emulator.jar",
     "/usr/share/google-cloud-sdk/platform/cloud-firestore-emulator/cloud-firestore-emulator.jar",
 )
 MAIN_CLASS = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
 START_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def find_jar() -> Path | None:
@@ -207,6 +202,15 @@ def start_worker(env: dict[str, str], log_path: Path, *args: str) -> subprocess.
     return subprocess.Popen(
         [str(PYTHON), "-m", "workers.photo_worker", *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
     )
+
+
+@pytest.fixture(name="procs")
+def procs_fixture() -> Iterator[list[subprocess.Popen]]:
+    """Processes a test starts; killed at teardown if still running."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        stop_process(proc)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:

@@ -23,6 +23,7 @@ from tests.firestore_fixtures import (  # noqa: F401 - fixtures
     firestore_db_fixture,
     firestore_emulator_fixture,
     free_port,
+    procs_fixture,
     service_env,
     start_worker,
     stop_process,
@@ -49,14 +50,6 @@ def _maps(pid: int) -> str:
 
 def _children(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
-@pytest.fixture
-def procs():
-    started: list[subprocess.Popen] = []
-    yield started
-    for proc in started:
-        stop_process(proc)
 
 
 def test_gunicorn_and_worker_photo_matchable_within_poll_interval(firestore_db, tmp_path, faces_dir, pack_dir, procs):

@@ -264,3 +264,23 @@ def test_pruned_history_forces_a_correct_reload(tmp_path: Path):
     assert reader.stats()["counters"]["db_loads"] == 2  # the cache was older than the floor
     reader.close()
     writer.close()
+
+
+def test_write_snapshot_only_if_due_follows_the_search_rule(tmp_path: Path):
+    """Writers refresh snapshots after a run without rewriting a big event for every photo."""
+    data = tmp_path / "d"
+    store = FaceStore(data, snapshot_min_faces=100, snapshot_refresh_fraction=0.25)
+    fill(store, 0, 20)  # 60 faces: below the minimum, no file
+    assert store.write_snapshot("ev", V2.name, only_if_due=True)
+    assert not list(data.rglob("*.faiss"))
+    fill(store, 20, 30)  # 150 faces: due (no snapshot yet)
+    store.write_snapshot("ev", V2.name, only_if_due=True)
+    writes = store.stats()["counters"].get("snapshot_writes", 0)
+    assert writes == 1 and len(list(data.rglob("*.faiss"))) == 1
+    fill(store, 50, 2)  # 6 changes < max(100, 25% of 156): not due
+    store.write_snapshot("ev", V2.name, only_if_due=True)
+    assert store.stats()["counters"].get("snapshot_writes", 0) == 1
+    fill(store, 52, 40)  # 126 more changes: due again
+    store.write_snapshot("ev", V2.name, only_if_due=True)
+    assert store.stats()["counters"].get("snapshot_writes", 0) == 2
+    assert_matches_db(data, cold_start(data))

@@ -7,17 +7,15 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import time
 from datetime import UTC, datetime
-
-import pytest
 
 from flask_backend.services import Services
 from tests.conftest import make_settings
 from tests.firestore_fixtures import (  # noqa: F401 - fixtures
     firestore_db_fixture,
     firestore_emulator_fixture,
+    procs_fixture,
     service_env,
     start_worker,
     stop_process,
@@ -29,14 +27,6 @@ PHOTOS = ["obama__1.jpg", "biden__1.jpg", "kit_harington__1.jpeg", "rose_leslie_
           "obama__3.jpg"]
 JPEG = {"Content-Type": "image/jpeg"}
 BASE_ARGS = ["--poll-interval", "1", "--compute-threads", "1", "--summary-interval", "0"]
-
-
-@pytest.fixture
-def procs():
-    started: list[subprocess.Popen] = []
-    yield started
-    for proc in started:
-        stop_process(proc)
 
 
 def _docs(db, event: str) -> dict[str, dict]:

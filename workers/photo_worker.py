@@ -183,6 +183,7 @@ class PhotoWorker:
         log.info("worker %s started: events=%s poll=%ss once=%s", self.worker_id,
                  ",".join(self.event_ids) or "all", self.poll_interval, self.once)
         self.beat(force=True)
+        dirty = False
         while not self.stop_requested.is_set():
             try:
                 submitted, wake = self.one_pass()
@@ -195,11 +196,17 @@ class PhotoWorker:
                 continue
             self.wait_idle()
             if submitted:
+                dirty = True
                 continue  # look again at once: more may have arrived, retries may be due
+            if dirty:  # idle now: refresh snapshots that are due and fold the WAL
+                self.runner.flush_store()
+                dirty = False
             if self.once and wake is None:
                 break
             self.sleep(self.poll_interval if wake is None else min(self.poll_interval, wake + 0.5))
         self.wait_idle()
+        if dirty:
+            self.runner.flush_store()
         self.beat(force=True)
         self.log_summary()
         return 0

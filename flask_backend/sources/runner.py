@@ -100,6 +100,7 @@ class IngestRunner:
         self._in_flight = 0
         self._claims: dict[int, Claim] = {}
         self._stopping = threading.Event()
+        self._touched: set[tuple[str, str]] = set()  # (event, space) changed since the last flush
 
     # -- feeding -------------------------------------------------------------------------
     def _indexed_faces(self, ref: PhotoRef) -> int | None:
@@ -211,6 +212,8 @@ class IngestRunner:
             timings["detect_embed"] = result.timings.get("detect_embed", 0.0)
             timings["store"] = result.timings.get("store", 0.0)
             faces = result.faces_indexed
+            with self._cond:
+                self._touched.update((ref.event_id, space) for space in result.outcomes)
             first = result.outcomes.get("v2") or next(iter(result.outcomes.values()), None)
             outcome = PhotoOutcome(ref, "done" if faces else "no_face", faces=faces, attempts=claim.attempts,
                                    timings=timings, boxes=[tuple(f.bbox) for f in first.faces] if first else [])
@@ -309,7 +312,22 @@ class IngestRunner:
             self.tracker.release(claim)
         return len(claims)
 
+    def flush_store(self) -> None:
+        """Refresh the snapshots of the events this run changed (when due) and fold the WAL,
+        so that no attendee's search pays for a snapshot write after a big ingest."""
+        with self._cond:
+            touched, self._touched = self._touched, set()
+        store = self.services.store
+        for event_id, space in sorted(touched):
+            try:
+                store.write_snapshot(event_id, space, only_if_due=True)
+            except Exception:  # a cache only: never fail the run for it
+                log.exception("snapshot refresh failed for event=%s space=%s", event_id, space)
+        store.checkpoint()
+
     def close(self, wait: bool = True) -> None:
         self._stopping.set()
         for pool in (self._fetch, self._compute, self._finish):
             pool.shutdown(wait=wait, cancel_futures=not wait)
+        if wait:
+            self.flush_store()

@@ -672,8 +672,12 @@ class FaceStore:
             except OSError:  # a cache only: a full disk must not fail the search
                 self._count("snapshot_errors")
 
-    def write_snapshot(self, event_id: str, space_name: str) -> bool:
-        """Write this (event, space)'s snapshot now (e.g. at the end of a bulk ingest). False if unknown."""
+    def write_snapshot(self, event_id: str, space_name: str, *, only_if_due: bool = False) -> bool:
+        """Write this (event, space)'s snapshot now (e.g. at the end of a bulk ingest). False if unknown.
+
+        ``only_if_due``: apply the rule searches use (big enough, and enough changes since the
+        last snapshot), so writers can keep snapshots fresh without rewriting them per photo.
+        """
         validate_event_id(event_id)
         validate_space_name(space_name)
         key = (event_id, space_name)
@@ -688,6 +692,9 @@ class FaceStore:
                         self._drop_entry(key)
                         return False
                     self._sync(entry, c, row)
+                if only_if_due:
+                    self._maintain(entry, 1)
+                    return True
                 if entry.purge:
                     self._maintain(entry, 0)
                 return self._write_snapshot(entry, 0)
