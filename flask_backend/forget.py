@@ -22,6 +22,15 @@ from .selfies import selfie_faces
 from .services import Services
 
 
+def forget_threshold(services: Services, requested: float | None) -> float:
+    """The request's threshold, else FACEMATCH_FORGET_THRESHOLD, else the match default + a margin."""
+    if requested is not None:
+        return requested
+    if services.settings.forget_threshold is not None:
+        return services.settings.forget_threshold
+    return v2_threshold(services.settings, services.space("v2").model_id) + FORGET_MARGIN_V2
+
+
 def forget_person(services: Services, event_id: str, images: Sequence[bytes], *, threshold: float | None = None) -> dict:
     store = services.store
     if not store.event_exists(event_id):
@@ -33,7 +42,7 @@ def forget_person(services: Services, event_id: str, images: Sequence[bytes], *,
     for name in spaces:
         found = selfie_faces(services, name, images)
         if name == "v2":
-            bar = threshold if threshold is not None else v2_threshold(services.settings, services.space("v2").model_id) + FORGET_MARGIN_V2
+            bar = forget_threshold(services, threshold)
             hits = [(h, h.score) for h in v2_face_hits(services, event_id, combine_v2([f.embedding for f, _ in found], bar), bar)]
         else:
             hits = [(h, 1.0 - d) for h, d in v1_face_hits(services, event_id, combine_v1([f.raw for f, _ in found], FORGET_TOLERANCE_V1), FORGET_TOLERANCE_V1)]

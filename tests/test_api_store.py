@@ -259,3 +259,13 @@ def test_write_endpoints_need_the_api_key(tmp_path, pack_dir):
     assert client.delete("/api/v2/events/keys", headers={"X-API-Key": "k1"}).status_code == 200
     # reads stay open
     _error(client.post("/api/v2/match", json={"event_id": "keys", "user_embedding": body["embedding"]}), 404)
+
+
+def test_ingest_spaces_setting_chooses_the_spaces_filled(tmp_path, pack_dir, faces_dir):
+    client = create_app(make_settings(tmp_path, pack_dir, ingest_spaces=("v2",))).test_client()
+    body = _upload(client, "/api/v2/ingest", [faces_dir / "biden__1.jpg"], event_id="only2", photo_id="b").get_json()
+    assert set(body["spaces"]) == {"v2"}
+    _error(_upload(client, "/api/v1/match", [faces_dir / "biden__2.jpg"], event_id="only2"), 404, "not_indexed")
+    both = _upload(client, "/api/v2/ingest", [faces_dir / "biden__2.jpg"], event_id="only2", photo_id="b2",
+                   spaces='["v1", "v2"]').get_json()
+    assert set(both["spaces"]) == {"v1", "v2"}  # a request may still ask for both
