@@ -70,16 +70,16 @@ def main(assets: Path, event_photos: int, repeat: int) -> None:
                         "-n", str(event_photos)], check=True, capture_output=True)
         sets["event 6000x4000"] = sorted(Path(tmp.name).glob("*.jpg"))
     print(f"cores: {os.cpu_count()}, onnx threads: {base.onnx_threads}, repeat: {repeat} (fastest run per photo)")
-    print(f"{'photos':<18}{'mode':<12}{'v1 median':>11}{'v1 faces':>10}{'v2 median':>11}{'v2 faces':>10}")
+    print(f"{'photos':<22}{'mode':<12}{'v1 median':>11}{'v1 faces':>10}{'v2 median':>11}{'v2 faces':>10}")
     for label, photos in sets.items():
         rows = {}
         for mode, settings in modes(base).items():
             rows[mode] = time_photos(settings, Engines(settings), photos, repeat)
             r = rows[mode]
-            print(f"{label + f' ({len(photos)})':<18}{mode:<12}{r['v1'][0] * 1000:>9.0f}ms{r['v1'][1]:>10}"
+            print(f"{label + f' ({len(photos)})':<22}{mode:<12}{r['v1'][0] * 1000:>9.0f}ms{r['v1'][1]:>10}"
                   f"{r['v2'][0] * 1000:>9.0f}ms{r['v2'][1]:>10}")
         speed = {s: rows["full"][s][0] / rows["downscaled"][s][0] for s in ("v1", "v2")}
-        print(f"{'':<18}{'speed-up':<12}{speed['v1']:>10.2f}x{'':>10}{speed['v2']:>10.2f}x")
+        print(f"{'':<22}{'speed-up':<12}{speed['v1']:>10.2f}x{'':>10}{speed['v2']:>10.2f}x")
     if tmp:
         tmp.cleanup()
 
