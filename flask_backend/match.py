@@ -128,11 +128,8 @@ def find_v1(services: Services, event_id: str, raw_query: np.ndarray, tolerance:
 
 def rows_json(services: Services, event_id: str, space: str, rows: Sequence[PhotoMatch]) -> list[dict]:
     """Match rows as JSON, each with its photo's source URL (the ``image_url`` given at ingest)."""
-    out = []
-    for r in rows:
-        state = services.store.photo_state(event_id, r.photo_id, space)
-        out.append({**r.to_json(space), "url": state.source_url if state else None})
-    return out
+    states = services.store.photo_states(event_id, space, [r.photo_id for r in rows])
+    return [{**r.to_json(space), "url": s.source_url if (s := states.get(r.photo_id)) else None} for r in rows]
 
 
 def _row(h: Hit, rank: float, score: float, distance: float | None = None) -> PhotoMatch:

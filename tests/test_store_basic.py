@@ -471,3 +471,13 @@ def test_database_settings(tmp_path: Path):
     check = sqlite3.connect(tmp_path / "data" / "facestore.sqlite3")
     assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     check.close()
+
+
+def test_photo_states_in_one_query(store: FaceStore):
+    store.put_photo("ev", "a", V2, [face(1)], source_url="https://cdn.example.com/a.jpg")
+    store.put_photo("ev", "b 'quoted\"", V2, [], source_url=None)
+    states = store.photo_states("ev", "v2", ["a", "b 'quoted\"", "missing"])
+    assert set(states) == {"a", "b 'quoted\""}
+    assert states["a"] == store.photo_state("ev", "a", "v2")
+    assert states["a"].source_url == "https://cdn.example.com/a.jpg" and states["b 'quoted\""].faces == 0
+    assert store.photo_states("ev", "v2", []) == {}

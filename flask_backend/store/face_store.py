@@ -19,6 +19,7 @@ How the pieces fit (see also db.py, index.py, snapshot.py):
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import sqlite3
@@ -421,6 +422,21 @@ class FaceStore:
                 (event_id, space_name, photo_id),
             ).fetchone()
         return PhotoState(row[0], row[1], int(row[2]), float(row[3]), row[4]) if row else None
+
+    def photo_states(self, event_id: str, space_name: str, photo_ids: Sequence[str]) -> dict[str, PhotoState]:
+        """``photo_state`` for many photos in one query (match results): {photo_id: state}."""
+        validate_event_id(event_id)
+        validate_space_name(space_name)
+        if not photo_ids:
+            return {}
+        with self._db.read() as c:
+            rows = c.execute(
+                "SELECT p.photo_id, p.source_url, p.faces, p.ingested_at, s.model_id FROM spaces s "
+                "JOIN photos p ON p.sid = s.sid WHERE s.event_id=? AND s.name=? "
+                "AND p.photo_id IN (SELECT value FROM json_each(?))",
+                (event_id, space_name, json.dumps(list(photo_ids))),
+            ).fetchall()
+        return {r[0]: PhotoState(r[0], r[1], int(r[2]), float(r[3]), r[4]) for r in rows}
 
     def list_photos(self, event_id: str, space_name: str | None = None) -> list[PhotoState]:
         """Every photo of the event (in one space, or in all: one entry per space), by photo_id."""
