@@ -122,16 +122,7 @@ class ServiceCollector(Collector):
 
 
 def index_totals(services: Services) -> dict[str, dict[str, int]]:
-    store = services.store
-    totals: dict[str, dict[str, int]] = {}
-    for event_id in store.list_events():
-        summary = store.event_summary(event_id) or {"spaces": {}}
-        for space, info in summary["spaces"].items():
-            t = totals.setdefault(space, {"events": 0, "photos": 0, "faces": 0})
-            t["events"] += 1
-            t["photos"] += int(info.get("photos", 0))
-            t["faces"] += int(info.get("faces", 0))
-    return totals
+    return services.store.totals()
 
 
 def render(services: Services | None = None) -> bytes:

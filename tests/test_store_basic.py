@@ -481,3 +481,19 @@ def test_photo_states_in_one_query(store: FaceStore):
     assert states["a"] == store.photo_state("ev", "a", "v2")
     assert states["a"].source_url == "https://cdn.example.com/a.jpg" and states["b 'quoted\""].faces == 0
     assert store.photo_states("ev", "v2", []) == {}
+
+
+def test_totals_agree_with_event_summaries(store: FaceStore):
+    store.put_photo("e1", "a", V2, [face(1), face(2)])
+    store.put_photo("e1", "b", V2, [])
+    store.put_photo("e2", "c", V2, [face(3)])
+    store.delete_photo("e1", "a")
+    totals = store.totals()
+    assert totals == {"v2": {"events": 2, "photos": 2, "faces": 1}}
+    summed = {"events": 0, "photos": 0, "faces": 0}
+    for ev in store.list_events():
+        info = store.event_summary(ev)["spaces"]["v2"]
+        summed["events"] += 1
+        summed["photos"] += info["photos"]
+        summed["faces"] += info["faces"]
+    assert summed == totals["v2"]

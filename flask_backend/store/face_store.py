@@ -438,6 +438,15 @@ class FaceStore:
             ).fetchall()
         return {r[0]: PhotoState(r[0], r[1], int(r[2]), float(r[3]), r[4]) for r in rows}
 
+    def totals(self) -> dict[str, dict[str, int]]:
+        """{space: {"events", "photos", "faces"}} over the whole store, from the per-space counters
+        (one cheap query: what /metrics reports on every scrape)."""
+        with self._db.read() as c:
+            rows = c.execute(
+                "SELECT name, COUNT(*), SUM(n_photos), SUM(n_faces) FROM spaces GROUP BY name ORDER BY name"
+            ).fetchall()
+        return {r[0]: {"events": int(r[1]), "photos": int(r[2] or 0), "faces": int(r[3] or 0)} for r in rows}
+
     def list_photos(self, event_id: str, space_name: str | None = None) -> list[PhotoState]:
         """Every photo of the event (in one space, or in all: one entry per space), by photo_id."""
         validate_event_id(event_id)
