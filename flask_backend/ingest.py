@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,8 +18,9 @@ from .errors import ApiError
 from .faces import SPACES, DetectedFace
 from .imaging import DecodedImage, FetchPolicy, fetch_image_bytes
 from .services import Services
-from .store import FaceRecord
+from .store import FaceRecord, Space
 from .store.ids import validate_event_id, validate_photo_id
+from .vectors import as_unit_vector
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,20 @@ def detect_spaces(services: Services, img: DecodedImage, spaces: Sequence[str], 
     return found
 
 
+def refuse_stale_spaces(services: Services, event_id: str, spaces: Iterable[Space]) -> None:
+    """409 when the event's index in a space was built by another model: a photo is written
+    to all its spaces or to none, never to some of them."""
+    for space in spaces:
+        existing = services.store.space_of(event_id, space.name)
+        if existing is not None and existing != space:
+            raise ApiError(
+                409, "space_mismatch",
+                f"event {event_id!r} has a {space.name} index built with {existing.model_id} "
+                f"(dim {existing.dim}); this engine is {space.model_id} (dim {space.dim}): reindex the event",
+                space=space.name,
+            )
+
+
 def ingest_photo(
     services: Services,
     event_id: str,
@@ -114,7 +129,7 @@ def ingest_photo(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if vectors is not None:
-        found = {space: _precomputed_faces(space, vecs) for space, vecs in vectors.items()}
+        found = {space: _precomputed_faces(vecs) for space, vecs in vectors.items()}
         chosen = choose_spaces(services, list(found))
     else:
         chosen = choose_spaces(services, spaces)
@@ -124,9 +139,10 @@ def ingest_photo(
         found = detect_spaces(services, img, chosen, "ingest")
         timings["detect_embed"] = time.perf_counter() - t1
     t2 = time.perf_counter()
+    targets = {name: services.space(name) for name in chosen}
+    refuse_stale_spaces(services, event_id, targets.values())  # before writing any space
     outcomes: dict[str, SpaceOutcome] = {}
-    for space_name in chosen:
-        space = services.space(space_name)
+    for space_name, space in targets.items():
         faces = found.get(space_name, [])
         records = [
             FaceRecord(embedding=f.embedding, bbox=tuple(f.bbox), det_score=f.det_score, norm=f.norm)
@@ -143,9 +159,7 @@ def ingest_photo(
     return result
 
 
-def _precomputed_faces(space: str, vecs: Sequence[np.ndarray]) -> list[DetectedFace]:
-    from .vectors import as_unit_vector
-
+def _precomputed_faces(vecs: Sequence[np.ndarray]) -> list[DetectedFace]:
     faces = []
     for v in vecs:
         unit, n = as_unit_vector(v)

@@ -195,7 +195,7 @@ def test_not_indexed_and_unknown_event(client):
            404, "unknown_event")
 
 
-def test_space_mismatch_after_pack_change(data_dir, pack_dir, tmp_path, client):
+def test_space_mismatch_after_pack_change(data_dir, pack_dir, tmp_path, client, faces_dir):
     client.post("/api/v2/ingest", json={"event_id": "stale", "photo_id": "a", "embedding": _unit(np.ones(DIM))})
     other = tmp_path / "other_pack"
     other.mkdir()
@@ -208,6 +208,10 @@ def test_space_mismatch_after_pack_change(data_dir, pack_dir, tmp_path, client):
            409, "space_mismatch")
     _error(changed.post("/api/v2/ingest", json={"event_id": "stale", "photo_id": "b", "embedding": _unit(np.ones(DIM))}),
            409, "space_mismatch")
+    # a photo goes to all its spaces or to none: the refused image left nothing in v1 either
+    _error(_upload(changed, "/api/v2/ingest", [faces_dir / "biden__1.jpg"], event_id="stale", photo_id="c"),
+           409, "space_mismatch")
+    assert set(changed.get("/api/v2/events/stale").get_json()["spaces"]) == {"v2"}
 
 
 @pytest.mark.parametrize(
