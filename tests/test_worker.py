@@ -145,3 +145,29 @@ def test_sigterm_drains_in_flight_or_gives_back(firestore_db, tmp_path, faces_di
     state = json.loads(beat.read_text())
     assert state["pid"] == drainer.pid and state["counts"]["done"] == 1 and state["stopping"] is True
     assert not os.path.exists(str(beat) + ".tmp")
+
+
+def test_mirror_deletes_removes_photos_deleted_from_firestore(firestore_db, tmp_path, faces_dir, pack_dir, procs):
+    db = firestore_db
+    env = service_env(db, tmp_path / "data", pack_dir, FACEMATCH_INGEST_SPACES="v2")
+    args = [*BASE_ARGS, "--once"]
+    with LocalHTTPServer() as srv:
+        for name in PHOTOS[:3]:
+            srv.set(f"/{name}", Reply(headers=JPEG, body=(faces_dir / name).read_bytes()))
+            db.photos("ev").document(name).set({"url": srv.url(f"/{name}")})
+        first = start_worker(env, tmp_path / "w1.log", *args)
+        procs.append(first)
+        assert first.wait(timeout=120) == 0, (tmp_path / "w1.log").read_text()[-3000:]
+        store = Services(make_settings(tmp_path / "data", pack_dir)).store
+        assert len(store.list_photos("ev", "v2")) == 3
+        db.photos("ev").document(PHOTOS[0]).delete()
+        # without the flag nothing is removed; with it, the deleted photo's embeddings go
+        plain = start_worker(env, tmp_path / "w2.log", *args)
+        procs.append(plain)
+        assert plain.wait(timeout=120) == 0
+        assert len(store.list_photos("ev", "v2")) == 3
+        mirror = start_worker(env, tmp_path / "w3.log", *args, "--mirror-deletes")
+        procs.append(mirror)
+        assert mirror.wait(timeout=120) == 0, (tmp_path / "w3.log").read_text()[-3000:]
+    assert {p.photo_id for p in store.list_photos("ev")} == set(PHOTOS[1:3])
+    assert "status=deleted" in (tmp_path / "w3.log").read_text()

@@ -69,8 +69,9 @@ def sd_notify(state: str) -> bool:
 class PhotoWorker:
     def __init__(self, runner: IngestRunner, source: FirestoreSource, *, event_ids: tuple[str, ...],
                  poll_interval: float, once: bool, drain_timeout: float, heartbeat_file: Path | None,
-                 summary_interval: float, worker_id: str) -> None:
+                 summary_interval: float, worker_id: str, mirror_deletes: bool = False) -> None:
         self.runner = runner
+        self.mirror_deletes = mirror_deletes
         self.source = source
         self.event_ids = event_ids
         self.poll_interval = poll_interval
@@ -134,13 +135,33 @@ class PhotoWorker:
                     self._bad_events.add(event_id)
                     log.warning("skipping event %r: not a valid event id (A-Z a-z 0-9 _ . -)", event_id)
                 continue
+            listed: list[PhotoRef] = []
             for n, ref in enumerate(self.source.photos(event_id), start=1):
-                refs.append(ref)
+                listed.append(ref)
                 if n % 300 == 0:  # big events: stay alive for the watchdog while listing
                     self.beat()
+            refs.extend(listed)
+            if self.mirror_deletes:  # only after a complete listing of the event
+                self.forget_deleted(event_id, {ref.photo_id for ref in listed})
             self.beat()
         metrics.WORKER_LAST_POLL.set(time.time())
         return refs
+
+    def forget_deleted(self, event_id: str, listed: set[str]) -> int:
+        """Photos deleted from Firestore lose their embeddings here too (biometric data).
+
+        Only with --mirror-deletes: it assumes Firestore is the only source of the event's
+        photos (a photo ingested through the API into the same event would be removed too).
+        """
+        store = self.runner.services.store
+        if not store.event_exists(event_id):
+            return 0
+        gone = sorted({p.photo_id for p in store.list_photos(event_id)} - listed)
+        for photo_id in gone:
+            removed = store.delete_photo(event_id, photo_id)
+            log.info("photo event=%s photo=%s status=deleted faces_removed=%s (gone from Firestore)",
+                     event_id, photo_id, sum(removed.values()))
+        return len(gone)
 
     def one_pass(self) -> tuple[int, float | None]:
         """Submit every photo that needs work now. Returns (submitted, seconds until the
@@ -244,10 +265,14 @@ class PhotoWorker:
 @click.option("--summary-interval", type=click.FloatRange(0), default=60.0, show_default=True,
               envvar="FACEMATCH_WORKER_SUMMARY_INTERVAL", help="Seconds between summary log lines (0: off).")
 @click.option("--worker-id", envvar="FACEMATCH_WORKER_ID", help="Name in claims and logs (default: host:pid).")
+@click.option("--mirror-deletes/--no-mirror-deletes", default=False, envvar="FACEMATCH_WORKER_MIRROR_DELETES",
+              help="Remove from the store the photos deleted from Firestore (use when Firestore is the "
+                   "only source of the watched events' photos).")
 def main(firebase_config: str | None, project: str | None, layout: str, url_fields: tuple[str, ...],
          event_ids: tuple[str, ...], poll_interval: float, once: bool, concurrency: int, compute_threads: int | None,
          spaces: str | None, lease_seconds: float, max_attempts: int, retry_base: float, drain_timeout: float,
-         heartbeat_file: str | None, metrics_port: int, summary_interval: float, worker_id: str | None) -> None:
+         heartbeat_file: str | None, metrics_port: int, summary_interval: float, worker_id: str | None,
+         mirror_deletes: bool) -> None:
     """Index new Firestore photos continuously (or once, with --once)."""
     settings = Settings.from_env()
     configure_logging(settings.log_level)
@@ -270,7 +295,7 @@ def main(firebase_config: str | None, project: str | None, layout: str, url_fiel
         metrics.serve_worker_metrics(metrics_port)
     worker = PhotoWorker(runner, source, event_ids=event_ids, poll_interval=poll_interval, once=once,
                          drain_timeout=drain_timeout, heartbeat_file=Path(heartbeat_file) if heartbeat_file else None,
-                         summary_interval=summary_interval, worker_id=worker_id)
+                         summary_interval=summary_interval, worker_id=worker_id, mirror_deletes=mirror_deletes)
     code = worker.run()
     tracker.close()
     runner.close(wait=False)
