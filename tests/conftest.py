@@ -12,7 +12,11 @@ import pytest
 from flask_backend import create_app
 from flask_backend.config import Settings
 from flask_backend.services import Services
-from tests.http_fixtures import http_server  # noqa: F401  (fixture for every test module)
+
+# Fixtures shared by every test module, registered once here so session-scoped ones
+# (the Firestore emulator) really start once per session.
+from tests.firestore_fixtures import firestore_db_fixture, firestore_emulator_fixture, procs_fixture  # noqa: F401
+from tests.http_fixtures import http_server  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = Path(os.environ.get("FACEMATCH_TEST_ASSETS", REPO.parent / "shared")).resolve()

@@ -1,6 +1,6 @@
 """Google's Firestore emulator for tests: one real emulator process per test session.
 
-    from tests.firestore_fixtures import firestore_db_fixture, firestore_emulator_fixture  # noqa: F401
+The fixtures are registered in tests/conftest.py (once, so the session scope holds):
 
     def test_x(firestore_emulator, firestore_db):   # firestore_db: a fresh project per test
         firestore_db.client.collection("events").document("e1").set({...})

@@ -14,11 +14,9 @@ from flask_backend.sources.claims import plan
 from flask_backend.sources.firestore import FirestoreConfigError, Layout
 from scripts.bulk_ingest import main as bulk_ingest
 from tests.conftest import make_settings
-from tests.firestore_fixtures import (  # noqa: F401 - fixtures
+from tests.firestore_fixtures import (
     PYTHON,
     REPO,
-    firestore_db_fixture,
-    firestore_emulator_fixture,
     service_env,
     stop_process,
     wait_for,

@@ -17,16 +17,12 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.firestore_fixtures import (  # noqa: F401 - fixtures
+from tests.firestore_fixtures import (
     PYTHON,
     REPO,
-    firestore_db_fixture,
-    firestore_emulator_fixture,
     free_port,
-    procs_fixture,
     service_env,
     start_worker,
-    stop_process,
     wait_for,
 )
 from tests.http_fixtures import LocalHTTPServer

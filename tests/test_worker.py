@@ -12,13 +12,9 @@ from datetime import UTC, datetime
 
 from flask_backend.services import Services
 from tests.conftest import make_settings
-from tests.firestore_fixtures import (  # noqa: F401 - fixtures
-    firestore_db_fixture,
-    firestore_emulator_fixture,
-    procs_fixture,
+from tests.firestore_fixtures import (
     service_env,
     start_worker,
-    stop_process,
     wait_for,
 )
 from tests.http_fixtures import LocalHTTPServer, Reply
