@@ -135,13 +135,23 @@ def role_check(data_dir: str, spec_json: str) -> None:
 
     rounds = {int(r): n for r, n in spec["decided"].items()}
     current, acked = spec["round"], spec["acked"]
-    applied = None
-    for candidate in (acked, acked + 1):
+    def holds(candidate: int) -> bool:
+        """The round's photos are in the state after ``candidate`` operations. Face counts
+        alone cannot tell a re-put with the same count from no re-put, so the photos whose
+        version differs between the two candidates are told apart by their vectors."""
         want = state_after(current, candidate)
         got = {p: n for p, n in listed.items() if p.startswith(f"r{current}-")}
-        if got == {p: k for p, (k, _) in want.items()}:
-            applied = candidate
-            break
+        if got != {p: k for p, (k, _) in want.items()}:
+            return False
+        other = state_after(current, acked + acked + 1 - candidate)
+        for photo_id, (k, version) in want.items():
+            if k and other.get(photo_id) != (k, version):
+                (best,) = store.search(EVENT, space(), vectors(current, version, k)[0], limit=1)
+                if best.photo_id != photo_id or best.score < 0.9999:
+                    return False
+        return True
+
+    applied = next((c for c in (acked, acked + 1) if holds(c)), None)
     if applied is None:
         problems.append(f"round {current}: state matches neither {acked} nor {acked + 1} operations")
     else:
