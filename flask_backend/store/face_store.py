@@ -26,7 +26,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -530,30 +530,39 @@ class FaceStore:
             raise ApiError(400, "invalid_limit", "limit must be a non-negative integer or None")
         get_faiss(self.faiss_threads)
         key = (event_id, space.name)
-        while True:
-            entry = self._entry(key)
-            with entry.lock:
-                if entry.evicted:
-                    continue
-                with self._db.read() as c:
-                    row = self._space_row(c, event_id, space.name)
-                    if row is None:
-                        entry.reset()
-                        self._drop_entry(key)
-                        raise self._missing(c, event_id, space.name)
-                    recorded = Space(space.name, row["engine"], row["model_id"], row["dim"])
-                    if recorded != Space(space.name, space.engine, space.model_id, int(space.dim)):
-                        raise _space_mismatch(event_id, recorded, space)
-                    applied = self._sync(entry, c, row)
-                    assert entry.flat is not None
-                    ids, scores = entry.flat.search(q, min_score, None if limit is None else int(limit))
-                    hits = self._hits(c, ids, scores)
-                entry.last_used = time.monotonic()
-                self._count("searches")
-                self._maintain(entry, applied)
-            break
+        with self._locked_entry(key) as entry:
+            with self._db.read() as c:
+                row = self._space_row(c, event_id, space.name)
+                if row is None:
+                    entry.reset()
+                    self._drop_entry(key)
+                    raise self._missing(c, event_id, space.name)
+                recorded = Space(space.name, row["engine"], row["model_id"], row["dim"])
+                if recorded != Space(space.name, space.engine, space.model_id, int(space.dim)):
+                    raise _space_mismatch(event_id, recorded, space)
+                applied = self._sync(entry, c, row)
+                assert entry.flat is not None
+                ids, scores = entry.flat.search(q, min_score, None if limit is None else int(limit))
+                hits = self._hits(c, ids, scores)
+            entry.last_used = time.monotonic()
+            self._count("searches")
+            self._maintain(entry, applied)
         self._enforce_budget(key)
         return hits
+
+    @contextlib.contextmanager
+    def _locked_entry(self, key: tuple[str, str]) -> Iterator[_Entry]:
+        """This process's cache entry for ``key``, locked (taken again if evicted meanwhile)."""
+        while True:
+            entry = self._entry(key)
+            entry.lock.acquire()
+            if not entry.evicted:
+                break
+            entry.lock.release()
+        try:
+            yield entry
+        finally:
+            entry.lock.release()
 
     @staticmethod
     def _space_row(c: sqlite3.Connection, event_id: str, name: str) -> dict[str, Any] | None:
@@ -706,23 +715,19 @@ class FaceStore:
         validate_event_id(event_id)
         validate_space_name(space_name)
         key = (event_id, space_name)
-        while True:
-            entry = self._entry(key)
-            with entry.lock:
-                if entry.evicted:
-                    continue
-                with self._db.read() as c:
-                    row = self._space_row(c, event_id, space_name)
-                    if row is None:
-                        self._drop_entry(key)
-                        return False
-                    self._sync(entry, c, row)
-                if only_if_due:
-                    self._maintain(entry, 1)
-                    return True
-                if entry.purge:
-                    self._maintain(entry, 0)
-                return self._write_snapshot(entry, 0)
+        with self._locked_entry(key) as entry:
+            with self._db.read() as c:
+                row = self._space_row(c, event_id, space_name)
+                if row is None:
+                    self._drop_entry(key)
+                    return False
+                self._sync(entry, c, row)
+            if only_if_due:
+                self._maintain(entry, 1)
+                return True
+            if entry.purge:
+                self._maintain(entry, 0)
+            return self._write_snapshot(entry, 0)
 
     def _write_snapshot(self, entry: _Entry, due: int) -> bool:
         event_id, name = entry.key
