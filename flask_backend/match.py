@@ -68,8 +68,9 @@ class PhotoMatch:
 
 
 def combine_v2(units: Sequence[np.ndarray], threshold: float) -> np.ndarray:
-    """Mean of unit vectors, renormalised; refuses selfies that are not one person."""
+    """Mean of the (re-normalised) vectors; refuses selfies that are not one person."""
     stack = np.stack(units).astype(np.float32)
+    stack /= np.linalg.norm(stack, axis=1, keepdims=True)
     if len(stack) > 1:
         sims = stack @ stack.T
         if float(sims.min()) < threshold:

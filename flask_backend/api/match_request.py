@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ApiError
-from ..match import PhotoMatch, page
+from ..match import PhotoMatch, page, rows_json
 from ..store.ids import validate_event_id
 from .fields import Fields, services
 
@@ -38,6 +38,23 @@ def paginate(rows: list[PhotoMatch], opts: MatchOptions) -> tuple[list[PhotoMatc
     if opts.mode == "top_k":
         return rows[: opts.limit], None
     return page(rows, limit=opts.limit, cursor=opts.cursor)
+
+
+def match_response(event_id: str, space: str, rows: list[PhotoMatch], opts: MatchOptions, *,
+                   queries: int, **extra: object) -> dict:
+    """The match body both spaces share: one page (or the top k) of rows, plus ``extra``
+    (the space's own threshold/tolerance, model, ...)."""
+    chunk, cursor = paginate(rows, opts)
+    return {
+        "event_id": event_id,
+        "matches": rows_json(services(), event_id, space, chunk),
+        **extra,
+        "mode": opts.mode,
+        "next_cursor": cursor,
+        "total": len(rows) if opts.mode == "all" else None,
+        "queries": queries,
+        "combine": "mean" if queries > 1 else "single",
+    }
 
 
 def require_indexed(fields: Fields, space: str) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from ..errors import ApiError
-from ..match import combine_v1, find_v1, rows_json
+from ..match import combine_v1, find_v1
 from ..selfies import selfie_faces
 from ..vectors import parse_vector, parse_vectors
 from .fields import Fields, require_api_key, services
 from .ingest_request import ingest_request
-from .match_request import match_options, paginate, require_indexed
+from .match_request import match_options, match_response, require_indexed
 from .v2 import ingest_response
 
 bp = Blueprint("v1", __name__)
@@ -65,17 +65,5 @@ def match():
         raws = [face.raw for face, _ in found]
     query = combine_v1(raws, tolerance)
     rows = find_v1(svc, event_id, query, tolerance)
-    chunk, cursor = paginate(rows, opts)
-    return jsonify(
-        {
-            "event_id": event_id,
-            "matches": rows_json(svc, event_id, "v1", chunk),
-            "model": svc.space("v1").model_id,
-            "tolerance": tolerance,
-            "mode": opts.mode,
-            "next_cursor": cursor,
-            "total": len(rows) if opts.mode == "all" else None,
-            "queries": len(raws),
-            "combine": "mean" if len(raws) > 1 else "single",
-        }
-    )
+    return jsonify(match_response(event_id, "v1", rows, opts, queries=len(raws), model=svc.space("v1").model_id,
+                                  tolerance=tolerance))

@@ -8,12 +8,12 @@ from flask import Blueprint, jsonify
 
 from ..errors import ApiError
 from ..ingest import IngestResult, fetch_bytes
-from ..match import combine_v2, find_v2, rows_json, v2_threshold
+from ..match import combine_v2, find_v2, v2_threshold
 from ..selfies import selfie_faces
 from ..vectors import parse_vector, parse_vectors
 from .fields import Fields, require_api_key, services
 from .ingest_request import ingest_request
-from .match_request import match_options, paginate, require_indexed
+from .match_request import match_options, match_response, require_indexed
 
 bp = Blueprint("v2", __name__, url_prefix="/api/v2")
 
@@ -64,7 +64,6 @@ def match():
         else:
             name = "user_embedding" if fields.has("user_embedding") else "embedding"
             units = [parse_vector(fields.json_value(name), space.dim, name)]
-        units = [u / float((u**2).sum() ** 0.5) for u in units]
         source = "embedding"
     else:
         found = selfie_faces(svc, "v2", fields.images(svc.settings.max_image_bytes))
@@ -72,21 +71,8 @@ def match():
         source = "image"
     query = combine_v2(units, threshold)
     rows = find_v2(svc, event_id, query, threshold)
-    chunk, cursor = paginate(rows, opts)
-    return jsonify(
-        {
-            "event_id": event_id,
-            "matches": rows_json(svc, event_id, "v2", chunk),
-            "model": space.model_id,
-            "threshold": threshold,
-            "mode": opts.mode,
-            "next_cursor": cursor,
-            "total": len(rows) if opts.mode == "all" else None,
-            "queries": len(units),
-            "combine": "mean" if len(units) > 1 else "single",
-            "query_source": source,
-        }
-    )
+    return jsonify(match_response(event_id, "v2", rows, opts, queries=len(units), model=space.model_id,
+                                  threshold=threshold, query_source=source))
 
 
 @bp.post("/embed")
