@@ -63,7 +63,7 @@ class Settings:
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
-        # Overrides given in code may be plain strings/lists: normalise the types once here.
+        # Paths and lists arrive as text (env) or as str/list overrides: normalise them once here.
         for f in fields(self):
             value = getattr(self, f.name)
             if f.type == "Path" and not isinstance(value, Path):
@@ -94,15 +94,14 @@ class Settings:
         pack = Path(self.v2_pack).expanduser()
         if pack.is_absolute() or os.sep in self.v2_pack or self.v2_pack.startswith("."):
             return pack.resolve()
-        return (Path(self.model_root).expanduser() / self.v2_pack).resolve()
+        return (self.model_root / self.v2_pack).resolve()
 
 
 def _parse(f: dataclasses.Field, raw: str) -> Any:
+    """Scalars from text; paths and comma-separated lists stay text for ``__post_init__``."""
     kind = str(f.type)
     name = "FACEMATCH_" + f.name.upper()
     try:
-        if kind.startswith("tuple"):
-            return tuple(part.strip() for part in raw.split(",") if part.strip())
         if kind == "bool":
             if raw.strip().lower() in {"1", "true", "yes", "on"}:
                 return True
@@ -113,8 +112,6 @@ def _parse(f: dataclasses.Field, raw: str) -> Any:
             return int(raw)
         if kind.startswith("float"):
             return None if raw.strip().lower() in {"none", "auto"} else float(raw)
-        if kind == "Path":
-            return Path(raw).expanduser()
         return raw
     except ValueError as exc:
         raise ValueError(f"{name}={raw!r} is not a valid {kind}") from exc

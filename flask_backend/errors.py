@@ -29,10 +29,3 @@ class ApiError(Exception):
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"ApiError({self.status}, {self.code!r}, {self.message!r})"
 
-
-def bad_request(message: str, code: str = "bad_request", **extra: Any) -> ApiError:
-    return ApiError(400, code, message, **extra)
-
-
-def not_found(message: str, code: str = "not_found", **extra: Any) -> ApiError:
-    return ApiError(404, code, message, **extra)
