@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .errors import ApiError
+from . import errors
 from .match import (
     FORGET_MARGIN_V2,
     FORGET_TOLERANCE_V1,
@@ -34,10 +34,10 @@ def forget_threshold(services: Services, requested: float | None) -> float:
 def forget_person(services: Services, event_id: str, images: Sequence[bytes], *, threshold: float | None = None) -> dict:
     store = services.store
     if not store.event_exists(event_id):
-        raise ApiError(404, "unknown_event", f"unknown event {event_id!r}")
+        raise errors.unknown_event(event_id)
     spaces = [s for s in services.engines.ready_spaces() if store.space_of(event_id, s) is not None]
     if not spaces:
-        raise ApiError(503, "engine_not_ready", "no ready engine for the spaces this event is indexed in")
+        raise errors.engine_not_ready("no ready engine for the spaces this event is indexed in")
     removed: dict[str, list[dict]] = {}
     for name in spaces:
         found = selfie_faces(services, name, images)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ApiError
+from . import errors
 from .faces import SPACES, DetectedFace
 from .imaging import DecodedImage, FetchPolicy, fetch_image_bytes
 from .services import Services
@@ -54,14 +54,14 @@ def choose_spaces(services: Services, requested: Sequence[str] | None) -> list[s
     if requested:
         unknown = [s for s in requested if s not in SPACES]
         if unknown:
-            raise ApiError(400, "unknown_space", f"unknown space(s) {unknown}; expected {list(SPACES)}")
+            raise errors.unknown_space(unknown, SPACES)
         for s in requested:
             services.engines.get(s)  # 503 when not ready
         return list(dict.fromkeys(requested))
     configured = services.settings.ingest_spaces or SPACES
     ready = [s for s in configured if s in services.engines.ready_spaces()]
     if not ready:
-        raise ApiError(503, "engine_not_ready", f"no ready engine among {list(configured)}")
+        raise errors.engine_not_ready(f"no ready engine among {list(configured)}")
     return ready
 
 
@@ -73,10 +73,10 @@ def load_image(services: Services, *, image: bytes | None, image_url: str | None
     s = services.settings
     if image is None:
         if not image_url:
-            raise ApiError(400, "missing_image", "send image_url, image_base64 or a multipart file 'image'")
+            raise errors.missing_image("send image_url, image_base64 or a multipart file 'image'")
         image = fetch_bytes(services, image_url)
     if len(image) > s.max_image_bytes:
-        raise ApiError(413, "image_too_large", f"image is over {s.max_image_bytes} bytes")
+        raise errors.too_large(s.max_image_bytes)
     return services.decode(image)
 
 
@@ -101,12 +101,7 @@ def refuse_stale_spaces(services: Services, event_id: str, spaces: Iterable[Spac
     for space in spaces:
         existing = services.store.space_of(event_id, space.name)
         if existing is not None and existing != space:
-            raise ApiError(
-                409, "space_mismatch",
-                f"event {event_id!r} has a {space.name} index built with {existing.model_id} "
-                f"(dim {existing.dim}); this engine is {space.model_id} (dim {space.dim}): reindex the event",
-                space=space.name,
-            )
+            raise errors.space_mismatch(event_id, existing, space)
 
 
 def ingest_photo(

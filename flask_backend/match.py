@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import errors
 from .config import Settings
-from .errors import ApiError
 from .services import Services
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def combine_v2(units: Sequence[np.ndarray], threshold: float) -> np.ndarray:
     if len(stack) > 1:
         sims = stack @ stack.T
         if float(sims.min()) < threshold:
-            raise ApiError(400, "selfies_disagree", "the selfies do not show the same person")
+            raise errors.selfies_disagree()
     mean = stack.mean(axis=0)
     return (mean / np.linalg.norm(mean)).astype(np.float32)
 
@@ -85,7 +85,7 @@ def combine_v1(raws: Sequence[np.ndarray], tolerance: float) -> np.ndarray:
     if len(stack) > 1:
         d = np.linalg.norm(stack[:, None, :] - stack[None, :, :], axis=-1)
         if float(d.max()) > tolerance:
-            raise ApiError(400, "selfies_disagree", "the selfies do not show the same person")
+            raise errors.selfies_disagree()
     return stack.mean(axis=0)
 
 
@@ -161,4 +161,4 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
             raise ValueError
         return rank, photo_id
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise ApiError(400, "invalid_cursor", "cursor is not one this service issued") from None
+        raise errors.invalid_cursor() from None

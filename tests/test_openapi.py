@@ -1,7 +1,7 @@
 """/openapi.json is a valid OpenAPI 3.1 document that cannot drift from the code.
 
 * every route the app serves is documented, and nothing else;
-* every ApiError code raised anywhere in flask_backend is listed under its status;
+* every error code (flask_backend/errors.py's named constructors) is listed under its status;
 * REAL responses of every endpoint, success and error, validate against the spec, and the
   JSON requests the tests send validate against the documented request bodies.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from flask_backend import create_app
+from flask_backend import create_app, errors
 from flask_backend.api.errors import HTTP_CODES
 from flask_backend.openapi import ERROR_CODES, OPERATIONS, build_spec, openapi_path, undocumented_routes
 from tests.conftest import make_settings
@@ -47,20 +47,32 @@ def test_every_route_is_documented_and_nothing_else(app, app_without_v2):
 
 
 def _raised_codes() -> set[tuple[int, str]]:
-    """(status, code) of every ``ApiError(<int>, "<code>", ...)`` in the package's source."""
-    found: set[tuple[int, str]] = set()
+    """(status, code) of every named constructor in flask_backend/errors.py, of every
+    ``out_of_range`` field (``invalid_<name>`` for each ``fields.number("<name>", ...)``) and of
+    the framework's own HTTP errors."""
+    found = {(status, code) for code, status in errors.CODES.items()}
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if not isinstance(node, ast.Call):
-                continue
-            name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
-            if name == "ApiError" and len(node.args) >= 2:
-                status, code = node.args[0], node.args[1]
-                if isinstance(status, ast.Constant) and isinstance(code, ast.Constant):
-                    found.add((int(status.value), str(code.value)))
+            if (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "number" and node.args
+                    and isinstance(node.args[0], ast.Constant)):
+                found.add((400, f"invalid_{node.args[0].value}"))
     found.update(HTTP_CODES.items())
     found.add((500, "internal_error"))
     return found
+
+
+def test_errors_are_built_by_their_named_constructor_only():
+    """Each code is spelled once: nothing outside errors.py builds an ``ApiError`` itself."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path == PACKAGE / "errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call):
+                name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+                if name == "ApiError":
+                    offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert not offenders, f"raise flask_backend.errors.<code>(...) instead: {offenders}"
 
 
 def test_every_error_code_is_documented():

@@ -23,7 +23,7 @@ HTTP_CODES = {
 
 
 def error_response(status: int, code: str, message: str, **extra):
-    body = ApiError(status, code, message, **extra).to_dict()
+    body = {"error": {"code": code, "message": message, **extra}}
     rid = getattr(g, "request_id", None)
     if rid:
         body["error"]["request_id"] = rid

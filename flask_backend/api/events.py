@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from ..errors import ApiError
+from .. import errors
 from ..forget import forget_person
 from ..store.ids import validate_event_id, validate_photo_id
 from .fields import Fields, require_api_key, services
@@ -18,7 +18,7 @@ def show(event_id: str):
     validate_event_id(event_id)
     summary = svc.store.event_summary(event_id)
     if summary is None:
-        raise ApiError(404, "unknown_event", f"unknown event {event_id!r}")
+        raise errors.unknown_event(event_id)
     for name, info in summary["spaces"].items():
         status = svc.engines.status(name)
         info["stale"] = None if not status.ready else (info["model_id"] != status.model or info["dim"] != status.dim)

@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import current_app, request
 
-from ..errors import ApiError
+from .. import errors
 from ..imaging import decode_base64_image
 from ..services import Services
 
@@ -35,15 +35,12 @@ class Fields:
         if self.is_json:
             data = request.get_json(silent=True)
             if not isinstance(data, dict):
-                raise ApiError(400, "invalid_json", "body must be a JSON object")
+                raise errors.invalid_json()
             self._json: dict[str, Any] = data
         elif request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
             self._json = {}
         elif request.content_length or request.mimetype:
-            raise ApiError(
-                415, "unsupported_media_type",
-                "send application/json or multipart/form-data",
-            )
+            raise errors.unsupported_media_type()
         else:
             self._json = {}
 
@@ -65,12 +62,12 @@ class Fields:
         value = self.raw(name, None)
         if value is None or value == "":
             if required:
-                raise ApiError(400, "missing_field", f"'{name}' is required")
+                raise errors.missing_field(name)
             return None
         if not isinstance(value, str):
-            raise ApiError(400, "invalid_field", f"'{name}' must be a string")
+            raise errors.invalid_field(f"'{name}' must be a string")
         if len(value) > max_len:
-            raise ApiError(400, "invalid_field", f"'{name}' is longer than {max_len} characters")
+            raise errors.invalid_field(f"'{name}' is longer than {max_len} characters")
         return value
 
     def number(self, name: str, default: float | None, *, lo: float, hi: float, integer: bool = False) -> float | None:
@@ -81,13 +78,13 @@ class Fields:
         if value is None or (isinstance(value, str) and value.strip().lower() in {"null", "none", "all"}):
             return None
         if isinstance(value, bool):
-            raise ApiError(400, "invalid_field", f"'{name}' must be a number")
+            raise errors.invalid_field(f"'{name}' must be a number")
         try:
             num = float(value) if not integer else _to_int(value)
         except (TypeError, ValueError):
-            raise ApiError(400, "invalid_field", f"'{name}' must be a number") from None
+            raise errors.invalid_field(f"'{name}' must be a number") from None
         if not math.isfinite(num) or not lo <= num <= hi:
-            raise ApiError(400, f"invalid_{name}", f"'{name}' must be between {lo:g} and {hi:g}")
+            raise errors.out_of_range(name, lo, hi)
         return num
 
     def json_value(self, name: str) -> Any:
@@ -100,7 +97,7 @@ class Fields:
                 return [json.loads(v) for v in value]
             return json.loads(value)
         except ValueError:
-            raise ApiError(400, "invalid_field", f"'{name}' must be JSON") from None
+            raise errors.invalid_field(f"'{name}' must be JSON") from None
 
     def images(self, max_bytes: int) -> list[bytes]:
         """Every image sent: files ``image``, ``image_base64``, ``images`` (list of base64)."""
@@ -108,20 +105,20 @@ class Fields:
         for f in request.files.getlist("image"):
             data = f.read(max_bytes + 1)
             if len(data) > max_bytes:
-                raise ApiError(413, "image_too_large", f"image is over {max_bytes} bytes")
+                raise errors.too_large(max_bytes)
             out.append(data)
         b64 = self.raw("image_base64", None)
         if b64 is not None:
             if not isinstance(b64, str):
-                raise ApiError(400, "invalid_base64", "'image_base64' must be a base64 string")
+                raise errors.invalid_base64("'image_base64' must be a base64 string")
             out.append(decode_base64_image(b64, max_bytes))
         many = self.json_value("images") if self.has("images") else None
         if many is not None:
             if not isinstance(many, list) or not all(isinstance(x, str) for x in many):
-                raise ApiError(400, "invalid_base64", "'images' must be a list of base64 strings")
+                raise errors.invalid_base64("'images' must be a list of base64 strings")
             out.extend(decode_base64_image(x, max_bytes) for x in many)
         if len(out) > MAX_IMAGES:
-            raise ApiError(400, "too_many_images", f"at most {MAX_IMAGES} images per request")
+            raise errors.too_many_images(f"at most {MAX_IMAGES} images per request")
         return out
 
 
@@ -147,7 +144,7 @@ def require_api_key(view: Callable) -> Callable:
             for key in keys:  # compare with every key: constant time whichever matches
                 ok |= hmac.compare_digest(given.encode(), key.encode())
             if not ok:
-                raise ApiError(401, "unauthorized", "missing or invalid X-API-Key")
+                raise errors.unauthorized()
         return view(*args, **kwargs)
 
     return wrapper

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import ApiError
+from .. import errors
 from ..ingest import IngestResult, ingest_photo
 from .fields import Fields, services
 
@@ -18,7 +18,7 @@ def requested_spaces(fields: Fields) -> list[str] | None:
     if isinstance(value, str):
         value = [p.strip() for p in value.split(",") if p.strip()]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or not value:
-        raise ApiError(400, "invalid_field", "'spaces' must be a list like [\"v1\", \"v2\"]")
+        raise errors.invalid_field("'spaces' must be a list like [\"v1\", \"v2\"]")
     return value
 
 
@@ -31,10 +31,10 @@ def ingest_request(fields: Fields, vectors: Mapping[str, Sequence[np.ndarray]] |
     if vectors is None:
         images = fields.images(svc.settings.max_image_bytes)
         if len(images) > 1:
-            raise ApiError(400, "too_many_images", "ingest takes one photo per request")
+            raise errors.too_many_images("ingest takes one photo per request")
         image = images[0] if images else None
         if image is None and image_url is None:
-            raise ApiError(400, "missing_image", "send image_url, image_base64, a multipart file 'image' or embeddings")
+            raise errors.missing_image("send image_url, image_base64, a multipart file 'image' or embeddings")
     return ingest_photo(
         svc, event_id, photo_id, image=image, image_url=image_url, vectors=vectors,
         spaces=requested_spaces(fields),

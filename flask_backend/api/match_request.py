@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ApiError
+from .. import errors
 from ..match import PhotoMatch, page, rows_json
 from ..store.ids import validate_event_id
 from .fields import Fields, services
@@ -23,7 +23,7 @@ def match_options(fields: Fields) -> MatchOptions:
     settings = services().settings
     mode = fields.text("mode") or "top_k"
     if mode not in ("top_k", "all"):
-        raise ApiError(400, "invalid_mode", "'mode' must be 'top_k' or 'all'")
+        raise errors.invalid_mode()
     top_k = fields.number("top_k", DEFAULT_TOP_K, lo=1, hi=settings.max_top_k, integer=True)
     if top_k is None:
         mode = "all"
@@ -69,6 +69,6 @@ def require_indexed(fields: Fields, space: str) -> str:
     svc.space(space)  # 503 when the engine is not ready
     if svc.store.space_of(event_id, space) is None:
         if svc.store.event_exists(event_id):
-            raise ApiError(404, "not_indexed", f"event {event_id!r} has no {space} index", space=space)
-        raise ApiError(404, "unknown_event", f"unknown event {event_id!r}")
+            raise errors.not_indexed(event_id, space)
+        raise errors.unknown_event(event_id)
     return event_id

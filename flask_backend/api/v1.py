@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from ..errors import ApiError
+from .. import errors
 from ..match import combine_v1, find_v1
 from ..selfies import selfie_faces
 from ..vectors import parse_vector, parse_vectors
@@ -54,7 +54,7 @@ def match():
     event_id = require_indexed(fields, "v1")
     tolerance = fields.number("tolerance", svc.settings.v1_tolerance, lo=0.0, hi=2.0)
     if tolerance is None or tolerance <= 0:
-        raise ApiError(400, "invalid_tolerance", "'tolerance' must be a number in (0, 2]")
+        raise errors.invalid_tolerance()
     opts = match_options(fields)
     if fields.has("descriptor"):
         raws = [parse_vector(fields.json_value("descriptor"), DIM, "descriptor")]

@@ -6,7 +6,7 @@ import time
 
 from flask import Blueprint, jsonify
 
-from ..errors import ApiError
+from .. import errors
 from ..ingest import IngestResult, fetch_bytes
 from ..match import combine_v2, find_v2, v2_threshold
 from ..selfies import selfie_faces
@@ -56,7 +56,7 @@ def match():
     space = svc.space("v2")
     threshold = fields.number("threshold", v2_threshold(svc.settings, space.model_id), lo=-1.0, hi=1.0)
     if threshold is None:
-        raise ApiError(400, "invalid_threshold", "'threshold' must be a number between -1 and 1")
+        raise errors.invalid_threshold()
     opts = match_options(fields)
     if fields.has("user_embedding") or fields.has("embedding") or fields.has("embeddings"):
         if fields.has("embeddings"):
@@ -102,7 +102,7 @@ def detect():
     images = fields.images(svc.settings.max_image_bytes)
     if not images:
         if not fields.has("image_url"):
-            raise ApiError(400, "missing_image", "send a multipart file 'image', 'image_base64' or 'image_url'")
+            raise errors.missing_image("send a multipart file 'image', 'image_base64' or 'image_url'")
         images = [_fetch(fields)]
     t0 = time.perf_counter()
     img = svc.decode(images[0])

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from .. import errors
 from ..config import Settings
-from ..errors import ApiError
 from .base import DetectedFace, EngineStatus, FaceEngine, largest
 from .dlib_engine import DlibEngine
 from .insightface_engine import InsightFaceEngine
@@ -39,10 +39,10 @@ class Engines:
     def get(self, space: str) -> FaceEngine:
         """The ready engine of ``space``, or a 503 the frontend can fall back on."""
         if space not in SPACES:
-            raise ApiError(400, "unknown_space", f"unknown space {space!r}; expected one of {list(SPACES)}")
+            raise errors.unknown_space(space, SPACES)
         status = self.status(space)
         if not status.ready:
-            raise ApiError(503, "engine_not_ready", f"{space} engine is not ready: {status.error}", space=space)
+            raise errors.engine_not_ready(f"{space} engine is not ready: {status.error}", space=space)
         return self._by_space[space]
 
     def ready_spaces(self) -> list[str]:

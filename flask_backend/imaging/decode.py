@@ -29,7 +29,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile
 
-from flask_backend.errors import ApiError
+from .. import errors
+from ..errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -125,26 +126,17 @@ def _sniff_isobmff(data: bytes) -> str | None:
 
 
 def _unsupported(detail: str) -> ApiError:
-    return ApiError(
-        415,
-        "unsupported_image",
-        f"{detail}; allowed formats: {ALLOWED_FORMATS_TEXT}",
+    return errors.unsupported_image(f"{detail}; allowed formats: {ALLOWED_FORMATS_TEXT}",
         allowed_formats=list(ALLOWED_FORMATS),
     )
 
 
 def _corrupt(fmt: str, detail: str = "") -> ApiError:
-    suffix = f" ({detail})" if detail else ""
-    return ApiError(400, "corrupt_image", f"the {_FORMAT_NAMES.get(fmt, fmt)} image is truncated or corrupt{suffix}")
+    return errors.corrupt_image(_FORMAT_NAMES.get(fmt, fmt), detail)
 
 
 def _too_large(width: int, height: int, max_pixels: int) -> ApiError:
-    return ApiError(
-        413,
-        "image_too_large",
-        f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} pixels",
-        max_pixels=max_pixels,
-    )
+    return errors.too_large(max_pixels, actual=f"{width}x{height} = {width * height}", unit="pixels")
 
 
 # --------------------------------------------------------------------------- decode
@@ -157,7 +149,7 @@ def decode_image(data: bytes, *, max_side: int | None = None, max_pixels: int = 
     ``corrupt_image``, 413 ``image_too_large`` (checked from the header, before decoding).
     """
     if not data:
-        raise ApiError(400, "empty_image", "the image is empty (0 bytes)")
+        raise errors.empty_image()
     if max_side is not None and max_side < 1:
         raise ValueError("max_side must be >= 1")
     fmt = sniff_format(data)
@@ -184,7 +176,7 @@ def _open(data: bytes, fmt: str, max_pixels: int) -> Image.Image:
         im = Image.open(io.BytesIO(data), formats=[fmt])
     except Image.DecompressionBombError as exc:
         # Pillow's own guard (2 x Image.MAX_IMAGE_PIXELS) fired first.
-        raise ApiError(413, "image_too_large", f"image exceeds the pixel limit of {max_pixels}") from exc
+        raise errors.too_large(max_pixels, unit="pixels") from exc
     except Exception as exc:  # Pillow raises many types for bad headers
         raise _corrupt(fmt, "unreadable header") from exc
 

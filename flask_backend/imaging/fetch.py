@@ -50,7 +50,8 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from flask_backend.errors import ApiError
+from .. import errors
+from ..errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ class _Target:
 
 
 def _invalid(message: str) -> ApiError:
-    return ApiError(400, "invalid_url", message)
+    return errors.invalid_url(message)
 
 
 def _parse_url(url: str) -> _Target:
@@ -378,7 +379,7 @@ def _ip_literal(host: str) -> IPAddress | None:
 
 
 def _fetch_failed(message: str, **extra: Any) -> ApiError:
-    return ApiError(400, "fetch_failed", message, **extra)
+    return errors.fetch_failed(message, **extra)
 
 
 def _resolve(target: _Target, policy: FetchPolicy) -> list[IPAddress]:
@@ -402,10 +403,7 @@ def _resolve(target: _Target, policy: FetchPolicy) -> list[IPAddress]:
             if reason is not None:
                 what = f"{host} is" if literal is not None else f"host {host} resolves to"
                 log.info("fetch: refused %s (%s address %s)", target.log_name, reason, ip)
-                raise ApiError(
-                    400,
-                    "forbidden_url",
-                    f"{what} a {reason} address; only public internet addresses can be fetched",
+                raise errors.forbidden_url(f"{what} a {reason} address; only public internet addresses can be fetched",
                 )
     return addresses[:_MAX_ADDRESSES]
 
@@ -550,7 +548,7 @@ def _handle_response(
 
 def _check_allowed(target: _Target, policy: FetchPolicy) -> None:
     if policy.allowed_hosts and not _host_matches(target.host, policy.allowed_hosts):
-        raise ApiError(400, "forbidden_url", f"host {target.host} is not in the list of allowed image hosts")
+        raise errors.forbidden_url(f"host {target.host} is not in the list of allowed image hosts")
 
 
 def _timed_out(target: _Target) -> ApiError:
@@ -602,15 +600,10 @@ def _request(
 def _read_body(response: requests.Response, target: _Target, policy: FetchPolicy, deadline: float) -> bytes:
     media = _non_image_content_type(response.headers.get("Content-Type"))
     if media is not None:
-        raise ApiError(415, "unsupported_image", f"the URL returned {media}, not an image", content_type=media)
+        raise errors.unsupported_image(f"the URL returned {media}, not an image", content_type=media)
     length_header = response.headers.get("Content-Length")
     if length_header and length_header.strip().isdigit() and int(length_header) > policy.max_bytes:
-        raise ApiError(
-            413,
-            "image_too_large",
-            f"the image is {int(length_header)} bytes; the limit is {policy.max_bytes} bytes",
-            max_bytes=policy.max_bytes,
-        )
+        raise errors.too_large(policy.max_bytes, actual=int(length_header))
     chunks: list[bytes] = []
     total = 0
     # read1() returns after one socket read, and the socket timeout is re-armed to what is
@@ -629,12 +622,7 @@ def _read_body(response: requests.Response, target: _Target, policy: FetchPolicy
                 break
             total += len(chunk)
             if total > policy.max_bytes:
-                raise ApiError(
-                    413,
-                    "image_too_large",
-                    f"the image is larger than the limit of {policy.max_bytes} bytes",
-                    max_bytes=policy.max_bytes,
-                )
+                raise errors.too_large(policy.max_bytes)
             chunks.append(chunk)
     except urllib3.exceptions.ReadTimeoutError:
         raise _Retryable(_timed_out(target)) from None
@@ -643,7 +631,7 @@ def _read_body(response: requests.Response, target: _Target, policy: FetchPolicy
         raise _Retryable(_fetch_failed(f"the connection to {target.host} broke while reading the image")) from None
     data = b"".join(chunks)
     if not data:
-        raise ApiError(400, "empty_image", f"the URL returned an empty body (host {target.host})")
+        raise errors.empty_image(f"the URL returned an empty body (host {target.host})")
     return data
 
 
@@ -681,40 +669,33 @@ def decode_base64_image(text: str, max_bytes: int) -> bytes:
         try:
             text = bytes(text).decode("ascii")
         except UnicodeDecodeError as exc:
-            raise ApiError(400, "invalid_base64", "image_base64 is not valid base64") from exc
+            raise errors.invalid_base64("image_base64 is not valid base64") from exc
     if not isinstance(text, str):
-        raise ApiError(400, "invalid_base64", "image_base64 must be a string")
+        raise errors.invalid_base64("image_base64 must be a string")
     body = text.strip()
     if body[:5].lower() == "data:":
         match = _DATA_URL_RE.match(body)
         if match is None:
-            raise ApiError(400, "invalid_base64", "a data: URL must look like data:image/jpeg;base64,...")
+            raise errors.invalid_base64("a data: URL must look like data:image/jpeg;base64,...")
         body = body[match.end() :]
     if _WHITESPACE_RE.search(body):
         body = _WHITESPACE_RE.sub("", body)
     if not body:
-        raise ApiError(400, "empty_image", "the image is empty (0 bytes)")
+        raise errors.empty_image()
     if len(body) // 4 * 3 > max_bytes + 3:
-        raise ApiError(
-            413, "image_too_large", f"the image is larger than the limit of {max_bytes} bytes", max_bytes=max_bytes
-        )
+        raise errors.too_large(max_bytes)
     if "-" in body or "_" in body:
         body = body.replace("-", "+").replace("_", "/")
     body = body.rstrip("=")
     if len(body) % 4 == 1:
-        raise ApiError(400, "invalid_base64", "image_base64 is not valid base64")
+        raise errors.invalid_base64("image_base64 is not valid base64")
     body += "=" * (-len(body) % 4)
     try:
         data = base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ApiError(400, "invalid_base64", "image_base64 is not valid base64") from exc
+        raise errors.invalid_base64("image_base64 is not valid base64") from exc
     if len(data) > max_bytes:
-        raise ApiError(
-            413,
-            "image_too_large",
-            f"the image is {len(data)} bytes; the limit is {max_bytes} bytes",
-            max_bytes=max_bytes,
-        )
+        raise errors.too_large(max_bytes, actual=len(data))
     if not data:
-        raise ApiError(400, "empty_image", "the image is empty (0 bytes)")
+        raise errors.empty_image()
     return data

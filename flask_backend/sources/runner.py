@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from .. import errors
 from ..errors import ApiError
 from ..ingest import choose_spaces, fetch_bytes, ingest_photo
 from ..services import Services
@@ -187,7 +188,7 @@ class IngestRunner:
         assert ref.path is not None
         limit = self.services.settings.max_image_bytes
         if ref.path.stat().st_size > limit:  # never read a huge file into memory to refuse it
-            raise ApiError(413, "image_too_large", f"image is over {limit} bytes")
+            raise errors.too_large(limit)
         return ref.path.read_bytes()
 
     def _compute_stage(self, claim: Claim, data: bytes, fetch_s: float) -> None:

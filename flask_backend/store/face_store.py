@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import errors
 from ..errors import ApiError
 from . import snapshot
 from .db import DB_FILE, TOMB_DELETED, TOMB_REPLACED, Database
@@ -74,22 +75,11 @@ class _Delta:
         self.photos = self.faces = self.empty = 0
 
 
-def _space_mismatch(event_id: str, recorded: Space, space: Space) -> ApiError:
-    return ApiError(
-        409,
-        "space_mismatch",
-        f"event {event_id!r} space {space.name} is indexed with {recorded.engine}/{recorded.model_id} "
-        f"({recorded.dim}-d), not {space.engine}/{space.model_id} ({space.dim}-d); reindex it",
-        indexed={"engine": recorded.engine, "model_id": recorded.model_id, "dim": recorded.dim},
-        requested={"engine": space.engine, "model_id": space.model_id, "dim": space.dim},
-    )
-
-
-def _int_list(values: Sequence[int], code: str, what: str) -> list[int]:
+def _int_list(values: Sequence[int], what: str) -> list[int]:
     out = []
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise ApiError(400, code, f"{what} must be integers")
+            raise errors.invalid_face(f"{what} must be integers")
         out.append(int(v))
     return out
 
@@ -166,7 +156,7 @@ class FaceStore:
         for photo_id, faces, source_url in photos:
             validate_photo_id(photo_id)
             if source_url is not None and (not isinstance(source_url, str) or len(source_url) > _MAX_URL):
-                raise ApiError(400, "invalid_source_url", f"source_url must be a string of at most {_MAX_URL} characters")
+                raise errors.invalid_source_url(_MAX_URL)
             emb, meta = prepare_faces(faces, space.dim)
             prepared.append((photo_id, emb, meta, source_url))
         if not prepared:
@@ -195,7 +185,7 @@ class FaceStore:
         sid, engine, model_id, dim, seq = row
         recorded = Space(space.name, engine, model_id, dim)
         if (engine, model_id, dim) != (space.engine, space.model_id, int(space.dim)):
-            raise _space_mismatch(event_id, recorded, space)
+            raise errors.space_mismatch(event_id, recorded, space)
         return int(sid), int(seq) + 1
 
     def _put_one(
@@ -287,7 +277,7 @@ class FaceStore:
                 (event_id, photo_id),
             ).fetchall()
             if not rows:
-                raise ApiError(404, "unknown_photo", f"photo {photo_id!r} is not in event {event_id!r}")
+                raise errors.unknown_photo(event_id, photo_id)
             for sid, name, seq, pid, faces in rows:
                 seq = int(seq) + 1
                 c.execute(
@@ -309,7 +299,7 @@ class FaceStore:
         """Remove individual faces (for "forget me"); their photos stay, with fewer faces. Returns count."""
         validate_event_id(event_id)
         validate_space_name(space_name)
-        ids = sorted(set(_int_list(face_ids, "invalid_face_id", "face_ids")))
+        ids = sorted(set(_int_list(face_ids, "face_ids")))
         now = time.time()
         with self._db.write() as c:
             row = c.execute("SELECT sid, seq FROM spaces WHERE event_id=? AND name=?", (event_id, space_name)).fetchone()
@@ -363,7 +353,7 @@ class FaceStore:
         with self._db.write() as c:
             rows = c.execute("SELECT sid, name FROM spaces WHERE event_id=?", (event_id,)).fetchall()
             if not rows:
-                raise ApiError(404, "unknown_event", f"unknown event {event_id!r}")
+                raise errors.unknown_event(event_id)
             for sid, name in rows:
                 out[name] = self._drop_sid(c, int(sid))
         self._after_delete(event_id, list(SPACE_NAMES), forget=True)
@@ -523,11 +513,11 @@ class FaceStore:
         try:
             min_score = float(min_score)
         except (TypeError, ValueError):
-            raise ApiError(400, "invalid_min_score", "min_score must be a number") from None
+            raise errors.invalid_min_score() from None
         if math.isnan(min_score):
-            raise ApiError(400, "invalid_min_score", "min_score must be a number")
+            raise errors.invalid_min_score()
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0):
-            raise ApiError(400, "invalid_limit", "limit must be a non-negative integer or None")
+            raise errors.invalid_limit()
         get_faiss(self.faiss_threads)
         key = (event_id, space.name)
         with self._locked_entry(key) as entry:
@@ -539,7 +529,7 @@ class FaceStore:
                     raise self._missing(c, event_id, space.name)
                 recorded = Space(space.name, row["engine"], row["model_id"], row["dim"])
                 if recorded != Space(space.name, space.engine, space.model_id, int(space.dim)):
-                    raise _space_mismatch(event_id, recorded, space)
+                    raise errors.space_mismatch(event_id, recorded, space)
                 applied = self._sync(entry, c, row)
                 assert entry.flat is not None
                 ids, scores = entry.flat.search(q, min_score, None if limit is None else int(limit))
@@ -578,8 +568,8 @@ class FaceStore:
     @staticmethod
     def _missing(c: sqlite3.Connection, event_id: str, name: str) -> ApiError:
         if c.execute("SELECT 1 FROM spaces WHERE event_id=? LIMIT 1", (event_id,)).fetchone() is None:
-            return ApiError(404, "unknown_event", f"unknown event {event_id!r}")
-        return ApiError(404, "not_indexed", f"event {event_id!r} has no {name} index")
+            return errors.unknown_event(event_id)
+        return errors.not_indexed(event_id, name)
 
     def _hits(self, c: sqlite3.Connection, ids: np.ndarray, scores: np.ndarray) -> list[Hit]:
         if len(ids) == 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from .. import errors
 from ..errors import ApiError
 
 EVENT_ID_MAX = 128
@@ -19,32 +20,24 @@ _EVENT_ID_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 def validate_event_id(event_id: object) -> str:
     """Return ``event_id`` if it is 1-128 chars of ``[A-Za-z0-9_.-]`` not starting with '.'.
 
-    Raises ApiError(400, "invalid_event_id") otherwise.
+    Raises errors.invalid_event_id() otherwise.
     """
     if not isinstance(event_id, str) or not _EVENT_ID_RE.fullmatch(event_id) or event_id.startswith("."):
-        raise ApiError(
-            400,
-            "invalid_event_id",
-            "event_id must be 1-128 characters of A-Z a-z 0-9 _ . - and must not start with '.'",
-        )
+        raise errors.invalid_event_id()
     return event_id
 
 
 def validate_photo_id(photo_id: object) -> str:
     """Return ``photo_id`` if it is 1-512 chars, has no control characters and is not only whitespace.
 
-    Raises ApiError(400, "invalid_photo_id") otherwise. Lone surrogates are refused too:
+    Raises errors.invalid_photo_id() otherwise. Lone surrogates are refused too:
     they cannot be stored as UTF-8.
     """
     ok = isinstance(photo_id, str) and 0 < len(photo_id) <= PHOTO_ID_MAX and photo_id.strip() != ""
     if ok:
         ok = not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in photo_id)  # type: ignore[union-attr]
     if not ok:
-        raise ApiError(
-            400,
-            "invalid_photo_id",
-            "photo_id must be 1-512 characters, not only whitespace, without control characters",
-        )
+        raise errors.invalid_photo_id()
     return photo_id  # type: ignore[return-value]
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import ApiError
+from .. import errors
 from .models import SPACE_NAMES, FaceRecord, Space
 
 MAX_DIM = 8192
@@ -16,21 +16,21 @@ _MIN_NORM = 1e-12
 
 def validate_space(space: object) -> Space:
     if not isinstance(space, Space):
-        raise ApiError(400, "invalid_space", "space must be a Space")
+        raise errors.invalid_space("space must be a Space")
     if space.name not in SPACE_NAMES:
-        raise ApiError(400, "unknown_space", f"unknown space {space.name!r}; expected one of {list(SPACE_NAMES)}")
+        raise errors.unknown_space(space.name, SPACE_NAMES)
     for field in ("engine", "model_id"):
         value = getattr(space, field)
         if not isinstance(value, str) or not value.strip() or len(value) > 256:
-            raise ApiError(400, "invalid_space", f"space {field} must be a non-empty string")
+            raise errors.invalid_space(f"space {field} must be a non-empty string")
     if isinstance(space.dim, bool) or not isinstance(space.dim, (int, np.integer)) or not 0 < int(space.dim) <= MAX_DIM:
-        raise ApiError(400, "invalid_space", f"space dim must be an integer in 1..{MAX_DIM}")
+        raise errors.invalid_space(f"space dim must be an integer in 1..{MAX_DIM}")
     return space
 
 
 def validate_space_name(name: object) -> str:
     if name not in SPACE_NAMES:
-        raise ApiError(400, "unknown_space", f"unknown space {name!r}; expected one of {list(SPACE_NAMES)}")
+        raise errors.unknown_space(name, SPACE_NAMES)
     return name  # type: ignore[return-value]
 
 
@@ -38,24 +38,21 @@ def _as_matrix(values: object, what: str) -> np.ndarray:
     try:
         arr = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ApiError(400, "invalid_embedding", f"{what} is not a numeric vector") from None
+        raise errors.invalid_embedding(f"{what} is not a numeric vector") from None
     return arr
 
 
 def normalize_rows(mat: np.ndarray, dim: int, what: str) -> np.ndarray:
     """(k, dim) float64 → (k, dim) float32 unit rows; 400 on wrong dim, NaN/inf or zero norm."""
     if mat.ndim != 2 or mat.shape[1] == 0:
-        raise ApiError(400, "invalid_embedding", f"{what} must be a non-empty vector")
+        raise errors.invalid_embedding(f"{what} must be a non-empty vector")
     if mat.shape[1] != dim:
-        raise ApiError(
-            400, "dimension_mismatch", f"{what} has {mat.shape[1]} dimensions, the space has {dim}",
-            expected=int(dim), got=int(mat.shape[1]),
-        )
+        raise errors.dimension_mismatch(int(mat.shape[1]), int(dim))
     if not np.isfinite(mat).all():
-        raise ApiError(400, "invalid_embedding", f"{what} contains NaN or infinite values")
+        raise errors.invalid_embedding(f"{what} contains NaN or infinite values")
     norms = np.linalg.norm(mat, axis=1)
     if mat.shape[0] and not (norms > _MIN_NORM).all():
-        raise ApiError(400, "invalid_embedding", f"{what} has zero norm")
+        raise errors.invalid_embedding(f"{what} has zero norm")
     return (mat / norms[:, None]).astype(np.float32)
 
 
@@ -65,7 +62,7 @@ def normalize_query(query: object, dim: int) -> np.ndarray:
     if arr.ndim == 2 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 1 or arr.size == 0:
-        raise ApiError(400, "invalid_embedding", "query must be a non-empty 1-D vector")
+        raise errors.invalid_embedding("query must be a non-empty 1-D vector")
     return normalize_rows(arr[None, :], dim, "query")
 
 
@@ -73,16 +70,16 @@ def _finite(value: object, what: str) -> float:
     try:
         out = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise ApiError(400, "invalid_face", f"{what} must be a number") from None
+        raise errors.invalid_face(f"{what} must be a number") from None
     if not math.isfinite(out):
-        raise ApiError(400, "invalid_face", f"{what} must be finite")
+        raise errors.invalid_face(f"{what} must be finite")
     return out
 
 
 def prepare_faces(faces: Sequence[FaceRecord], dim: int) -> tuple[np.ndarray, list[tuple[float, ...]]]:
     """Validate ``faces`` → ((k, dim) float32 unit embeddings, [(x1, y1, x2, y2, det_score, norm)])."""
     if faces is None or isinstance(faces, (str, bytes)):
-        raise ApiError(400, "invalid_face", "faces must be a sequence of FaceRecord")
+        raise errors.invalid_face("faces must be a sequence of FaceRecord")
     faces = list(faces)
     if not faces:
         return np.zeros((0, dim), np.float32), []
@@ -90,25 +87,24 @@ def prepare_faces(faces: Sequence[FaceRecord], dim: int) -> tuple[np.ndarray, li
     meta: list[tuple[float, ...]] = []
     for i, face in enumerate(faces):
         if not isinstance(face, FaceRecord):
-            raise ApiError(400, "invalid_face", f"face {i} is not a FaceRecord")
+            raise errors.invalid_face(f"face {i} is not a FaceRecord")
         vec = _as_matrix(face.embedding, f"face {i} embedding")
         if vec.ndim != 1 or vec.size == 0:
-            raise ApiError(400, "invalid_embedding", f"face {i} embedding must be a non-empty 1-D vector")
+            raise errors.invalid_embedding(f"face {i} embedding must be a non-empty 1-D vector")
         rows.append(vec)
         try:
             bbox = tuple(face.bbox)
         except TypeError:
-            raise ApiError(400, "invalid_face", f"face {i} bbox must be [x1, y1, x2, y2]") from None
+            raise errors.invalid_face(f"face {i} bbox must be [x1, y1, x2, y2]") from None
         if len(bbox) != 4:
-            raise ApiError(400, "invalid_face", f"face {i} bbox must be [x1, y1, x2, y2]")
+            raise errors.invalid_face(f"face {i} bbox must be [x1, y1, x2, y2]")
         box = tuple(_finite(v, f"face {i} bbox") for v in bbox)
         norm = _finite(face.norm, f"face {i} norm")
         if norm <= 0:
-            raise ApiError(400, "invalid_face", f"face {i} norm must be positive")
+            raise errors.invalid_face(f"face {i} norm must be positive")
         meta.append((*box, _finite(face.det_score, f"face {i} det_score"), norm))
     sizes = {r.size for r in rows}
     if len(sizes) != 1 or dim not in sizes:
         bad = next(r.size for r in rows if r.size != dim)
-        raise ApiError(400, "dimension_mismatch", f"an embedding has {bad} dimensions, the space has {dim}",
-                       expected=int(dim), got=int(bad))
+        raise errors.dimension_mismatch(int(bad), int(dim))
     return normalize_rows(np.stack(rows), dim, "embedding"), meta
