@@ -274,3 +274,10 @@ def no_face(where: str = "") -> str:
 @_error(503, "engine_not_ready")
 def engine_not_ready(message: str, **extra: Any) -> tuple[str, dict[str, Any]]:
     return message, extra
+
+
+# --- access (keys, event codes, forget, rate limits) -------------------------------------
+@_error(400, "field_not_allowed")
+def field_not_allowed(name: str, why: str) -> tuple[str, dict[str, Any]]:
+    """A field the endpoint refuses to take from a request (e.g. forget's bar)."""
+    return f"'{name}' is not accepted here: {why}", {"field": name}

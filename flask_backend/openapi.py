@@ -34,6 +34,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
         "dimension_mismatch", "too_many_vectors", "unknown_space", "invalid_source_url", "invalid_limit",
         "invalid_min_score", "invalid_mode", "invalid_cursor",
         "invalid_top_k", "invalid_page_size", "invalid_threshold", "invalid_tolerance", "selfies_disagree",
+        "field_not_allowed",
     ),
     401: ("unauthorized",),
     404: ("unknown_event", "not_indexed", "unknown_photo", "not_found"),
@@ -252,9 +253,10 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
                              "faces_removed": removed_per_space}, ("event_id", "photo_id", "deleted", "faces_removed")),
         "DeletedEvent": obj({"event_id": s(), "deleted": {"type": "boolean"}, "faces_removed": removed_per_space},
                             ("event_id", "deleted", "faces_removed")),
-        "ForgetRequest": obj({**images_json, "threshold": num("v2 cosine bar (default: stricter than matching)")},
-                             extra=True),
-        "ForgetMultipart": obj({"image": files, "threshold": TEXT_NUMBER}, ("image",), extra=True),
+        "ForgetRequest": obj({**images_json}, extra=True,
+                             description="the bar is the server's: `threshold`/`tolerance` are refused "
+                             "(400 `field_not_allowed`)"),
+        "ForgetMultipart": obj({"image": files}, ("image",), extra=True),
         "ForgetResponse": obj(
             {"event_id": s(),
              "faces_removed": {"type": "object", "additionalProperties": integer(minimum=0)},
@@ -345,7 +347,9 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     ("/api/v2/events/<event_id>/forget", "POST"): _op(
         "Forget me: a selfie removes that person's faces from the event", "events", _ok("ForgetResponse"),
         (400, 404, 413, 415, 422, 503), body=_body("ForgetRequest", "ForgetMultipart"),
-        description="The selfie is the proof: no API key needed. Uses a stricter bar than matching."),
+        description="The selfie is the proof: no API key needed. The bar is the server's "
+        "(`FACEMATCH_FORGET_THRESHOLD`, default stricter than matching), never the request's: a request "
+        "sending `threshold` or `tolerance` is refused with 400 `field_not_allowed`."),
     ("/openapi.json", "GET"): {
         "summary": "This description (OpenAPI 3.1)", "tags": ["web"],
         "responses": {"200": {"description": "OpenAPI document",

@@ -51,6 +51,8 @@ def forget(event_id: str):
     svc = services()
     validate_event_id(event_id)
     fields = Fields()
-    threshold = fields.number("threshold", None, lo=-1.0, hi=1.0)
-    result = forget_person(svc, event_id, fields.images(svc.settings.max_image_bytes), threshold=threshold)
+    for name in ("threshold", "tolerance"):  # the bar is the server's: refuse loudly, never ignore
+        if fields.raw(name, None) is not None:
+            raise errors.field_not_allowed(name, "the forget bar is set by the server (FACEMATCH_FORGET_THRESHOLD)")
+    result = forget_person(svc, event_id, fields.images(svc.settings.max_image_bytes))
     return jsonify(result)
