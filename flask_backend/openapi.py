@@ -34,9 +34,10 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
         "dimension_mismatch", "too_many_vectors", "unknown_space", "invalid_source_url", "invalid_limit",
         "invalid_min_score", "invalid_mode", "invalid_cursor",
         "invalid_top_k", "invalid_page_size", "invalid_threshold", "invalid_tolerance", "selfies_disagree",
-        "field_not_allowed",
+        "field_not_allowed", "invalid_access", "invalid_query",
     ),
     401: ("unauthorized",),
+    403: ("forbidden", "event_code_required", "event_code_invalid"),
     404: ("unknown_event", "not_indexed", "unknown_photo", "not_found"),
     405: ("method_not_allowed",),
     409: ("space_mismatch",),
@@ -53,12 +54,15 @@ ERROR_MEANING = {
     404: "`unknown_event`: the event has no photos in any space. `not_indexed`: the event exists but has no "
     "index in this space (frontends fall back to v1). `unknown_photo`: no such photo in the event. "
     "`not_found`: no such route.",
+    403: "`forbidden`: the key's role or events do not cover this. `event_code_required` / "
+    "`event_code_invalid`: the event is a `code` event; send its code as `X-Event-Code` (or field `event_code`).",
     405: "Method not allowed.",
     409: "`space_mismatch`: the event's index was built with another model (stale after a pack change).",
     413: "Image or request too large.",
     415: "Not an image format the service accepts (JPEG, PNG, WebP, BMP, TIFF; HEIC when enabled).",
     422: "`no_face`: no face found in the selfie.",
-    429: "Rate limited.",
+    429: "`rate_limited`: too many requests from this address (or too many wrong codes for this event); "
+    "wait `Retry-After` seconds.",
     500: "Internal error; quote the `request_id`.",
     503: "`engine_not_ready`: the engine of this space is not loaded (e.g. no v2 model pack).",
 }
@@ -103,6 +107,10 @@ def nullable(schema: Schema) -> Schema:
 
 
 FILE = {"type": "string", "format": "binary", "contentMediaType": "image/*"}
+EVENT_CODE = s("the event's code, on a `code` event (or header `X-Event-Code`)", maxLength=256)
+EVENT_CODE_HEADER = {"name": "X-Event-Code", "in": "header", "required": False,
+                     "description": "the event's code, on a `code` event (or field `event_code`)",
+                     "schema": s(maxLength=256)}
 TEXT_NUMBER = s("a number as text; `null` for no limit where allowed")
 
 
@@ -169,19 +177,19 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
             {"event_id": s(), "user_embedding": vector, "embedding": vector,
              "embeddings": arr(vector, description="several selfies' embeddings, averaged"),
              **images_json, "threshold": num("cosine threshold (default: the pack's calibrated value)",
-                                             minimum=-1, maximum=1), **paging},
+                                             minimum=-1, maximum=1), **paging, "event_code": EVENT_CODE},
             ("event_id",), extra=True,
         ),
         "MatchV1Request": obj(
             {"event_id": s(), "descriptor": arr(num(), minItems=128, maxItems=128),
              "descriptors": arr(arr(num(), minItems=128, maxItems=128)), **images_json,
              "tolerance": num(f"Euclidean tolerance (default {settings.v1_tolerance:g})", exclusiveMinimum=0,
-                              maximum=2), **paging},
+                              maximum=2), **paging, "event_code": EVENT_CODE},
             ("event_id",), extra=True,
         ),
         "MatchMultipart": obj(
             {"event_id": s(), "image": files, "threshold": TEXT_NUMBER, "tolerance": TEXT_NUMBER,
-             **multipart_paging},
+             **multipart_paging, "event_code": EVENT_CODE},
             ("event_id", "image"), extra=True,
             description="`threshold` for v2, `tolerance` for v1",
         ),
@@ -253,10 +261,33 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
                              "faces_removed": removed_per_space}, ("event_id", "photo_id", "deleted", "faces_removed")),
         "DeletedEvent": obj({"event_id": s(), "deleted": {"type": "boolean"}, "faces_removed": removed_per_space},
                             ("event_id", "deleted", "faces_removed")),
-        "ForgetRequest": obj({**images_json}, extra=True,
+        "ForgetRequest": obj({**images_json, "event_code": EVENT_CODE}, extra=True,
                              description="the bar is the server's: `threshold`/`tolerance` are refused "
                              "(400 `field_not_allowed`)"),
-        "ForgetMultipart": obj({"image": files}, ("image",), extra=True),
+        "ForgetMultipart": obj({"image": files, "event_code": EVENT_CODE}, ("image",), extra=True),
+        "AccessRequest": obj(
+            {"mode": s(enum=["open", "code"]),
+             "code": s("`code` mode: what attendees type or get in their link (6 to 128 printable characters); "
+                       "stored as a salted scrypt hash, never shown again", minLength=6, maxLength=128)},
+            ("mode",), description="`{\"mode\": \"open\"}` or `{\"mode\": \"code\", \"code\": \"…\"}`"),
+        "AccessResponse": obj(
+            {"event_id": s(), "mode": s(enum=["open", "code"]),
+             "default": {"type": "boolean", "description": "no setting for this event: "
+                         "`FACEMATCH_DEFAULT_EVENT_ACCESS` applies"},
+             "updated_at": nullable(num("unix seconds"))},
+            ("event_id", "mode", "default", "updated_at"), description="the mode, never the code"),
+        "ForgetRecord": obj(
+            {"id": integer(minimum=1), "event_id": s(), "created_at": num("unix seconds"),
+             "client_hash": s("keyed HMAC of the client address (server secret): equal for one client, "
+                              "not the address"),
+             "faces_removed": removed_per_space,
+             "photos": arr(s(), description="photos that lost a face")},
+            ("id", "event_id", "created_at", "client_hash", "faces_removed", "photos"),
+            description="no image, no embedding, no address"),
+        "ForgetRecords": obj(
+            {"event_id": s(), "forget_requests": arr(ref("ForgetRecord"), description="newest first"),
+             "next_before": nullable(integer("send as `before` for older records; null on the last page"))},
+            ("event_id", "forget_requests", "next_before")),
         "ForgetResponse": obj(
             {"event_id": s(),
              "faces_removed": {"type": "object", "additionalProperties": integer(minimum=0)},
@@ -282,7 +313,7 @@ def _ok(schema: str, description: str = "OK") -> dict:
 
 
 def _op(summary: str, tag: str, ok: dict, errors: tuple[int, ...], *, body: dict | None = None,
-        description: str = "", write: bool = False) -> dict:
+        description: str = "", write: bool = False, attendee: bool = False) -> dict:
     responses: dict[str, Any] = {"200": ok}
     for status in sorted({*errors, 500}):
         responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
@@ -294,12 +325,18 @@ def _op(summary: str, tag: str, ok: dict, errors: tuple[int, ...], *, body: dict
     if write:
         op["security"] = [{}, {"ApiKey": []}]
         op["responses"].setdefault("401", {"$ref": "#/components/responses/E401"})
+        op["responses"].setdefault("403", {"$ref": "#/components/responses/E403"})
+    if attendee:  # event access: the code of a `code` event
+        op["x-event-code"] = True
+        op["responses"].setdefault("403", {"$ref": "#/components/responses/E403"})
+        op["responses"].setdefault("429", {"$ref": "#/components/responses/E429"})
+    op["responses"] = dict(sorted(op["responses"].items()))
     return op
 
 
-IMAGE_ERRORS = (400, 413, 415, 422, 503)
+IMAGE_ERRORS = (400, 413, 415, 422, 429, 503)
 MATCH_ERRORS = (400, 404, 409, 413, 415, 422, 503)
-INGEST_ERRORS = (400, 413, 415, 503)
+INGEST_ERRORS = (400, 413, 415, 429, 503)
 
 
 def _html(summary: str, description: str) -> dict:
@@ -319,7 +356,7 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         description="Fills every ready space unless `spaces` says otherwise; the response describes v1."),
     ("/api/v1/match", "POST"): _op(
         "v1: selfie or descriptor → the event's photos", "v1", _ok("MatchV1Response"), MATCH_ERRORS,
-        body=_body("MatchV1Request", "MatchMultipart"),
+        body=_body("MatchV1Request", "MatchMultipart"), attendee=True,
         description="face_recognition semantics: a match when the Euclidean distance between raw descriptors "
         "is <= `tolerance`."),
     ("/api/v2/ingest", "POST"): _op(
@@ -328,7 +365,7 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         description="Fills every ready space unless `spaces` says otherwise; the response describes v2."),
     ("/api/v2/match", "POST"): _op(
         "v2: selfie(s) or embedding → the event's photos", "v2", _ok("MatchV2Response"), MATCH_ERRORS,
-        body=_body("MatchV2Request", "MatchMultipart"),
+        body=_body("MatchV2Request", "MatchMultipart"), attendee=True,
         description="Cosine similarity >= `threshold`. All my photos: `mode: all` (or `top_k: null`) with "
         "`page_size`, then `cursor` = the previous `next_cursor`. Frontends fall back to `/api/v1/match` on "
         "503, 404 `not_indexed`, timeouts and network errors (see `/static/facematch.js`)."),
@@ -339,17 +376,30 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         "v2: every face of an image", "v2", _ok("DetectResponse"), IMAGE_ERRORS,
         body=_body("ImageRequest", "ImageMultipart")),
     ("/api/v2/events/<event_id>", "GET"): _op(
-        "What an event holds, per space", "events", _ok("EventSummary"), (400, 404)),
+        "What an event holds, per space", "events", _ok("EventSummary"), (400, 401, 404), attendee=True,
+        description="An attendee read (the code on a `code` event); with `X-API-Key` the key must cover the "
+        "event (any role)."),
     ("/api/v2/events/<event_id>", "DELETE"): _op(
         "Delete an event in every space, for good", "events", _ok("DeletedEvent"), (400, 404), write=True),
     ("/api/v2/events/<event_id>/photos/<path:photo_id>", "DELETE"): _op(
         "Delete one photo in every space, for good", "events", _ok("DeletedPhoto"), (400, 404), write=True),
     ("/api/v2/events/<event_id>/forget", "POST"): _op(
         "Forget me: a selfie removes that person's faces from the event", "events", _ok("ForgetResponse"),
-        (400, 404, 413, 415, 422, 503), body=_body("ForgetRequest", "ForgetMultipart"),
-        description="The selfie is the proof: no API key needed. The bar is the server's "
+        (400, 404, 413, 415, 422, 503), body=_body("ForgetRequest", "ForgetMultipart"), attendee=True,
+        description="The selfie (and the code of a `code` event) is the proof: no API key needed. Every forget is "
+        "recorded without biometric data (`forget-requests`); rate-limited per address. The bar is the server's "
         "(`FACEMATCH_FORGET_THRESHOLD`, default stricter than matching), never the request's: a request "
         "sending `threshold` or `tolerance` is refused with 400 `field_not_allowed`."),
+    ("/api/v2/events/<event_id>/access", "PUT"): _op(
+        "Set who may search the event: open, or its code", "events", _ok("AccessResponse"), (400,),
+        body=_body("AccessRequest", None), write=True,
+        description="Organizer key for the event (or admin). On a `code` event, match (v1 and v2), forget and "
+        "the event summary need the code; wrong codes are rate-limited per address and event."),
+    ("/api/v2/events/<event_id>/access", "GET"): _op(
+        "The event's access mode (never its code)", "events", _ok("AccessResponse"), (400,), write=True),
+    ("/api/v2/events/<event_id>/forget-requests", "GET"): _op(
+        "The forget-me log of the event, newest first", "events", _ok("ForgetRecords"), (400,), write=True,
+        description="Organizer key for the event. No image, no embedding, no address."),
     ("/openapi.json", "GET"): {
         "summary": "This description (OpenAPI 3.1)", "tags": ["web"],
         "responses": {"200": {"description": "OpenAPI document",
@@ -362,6 +412,12 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         "responses": {"200": {"description": "Prometheus text format",
                               "content": {"text/plain": {"schema": s()}}}}},
 }
+OPERATIONS[("/api/v2/events/<event_id>/forget-requests", "GET")]["parameters"] = [
+    {"name": "limit", "in": "query", "required": False, "description": "records per page (default 100)",
+     "schema": integer(minimum=1, maximum=1000)},
+    {"name": "before", "in": "query", "required": False, "description": "`next_before` of the previous page",
+     "schema": integer(minimum=1)},
+]
 IGNORED_ENDPOINTS = {"static"}
 _CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
@@ -409,10 +465,12 @@ def build_spec(app: Flask | None = None) -> dict[str, Any]:
             continue
         operation = copy.deepcopy(op)
         names = _CONVERTER.findall(rule)
-        if names:
-            operation["parameters"] = [
-                {"name": n, "in": "path", "required": True, "schema": s()} for n in names
-            ]
+        params = [{"name": n, "in": "path", "required": True, "schema": s()} for n in names]
+        params += operation.pop("parameters", [])
+        if operation.pop("x-event-code", False):
+            params.append(EVENT_CODE_HEADER)
+        if params:
+            operation["parameters"] = params
         operation["operationId"] = f"{method.lower()}{re.sub(r'[^A-Za-z0-9]+', '_', openapi_path(rule))}".rstrip("_")
         paths.setdefault(openapi_path(rule), {})[method.lower()] = operation
     return {

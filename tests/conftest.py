@@ -56,8 +56,11 @@ def group_members(faces_dir: Path) -> dict[str, set[str]]:
 
 
 def make_settings(data_dir: Path, pack: Path | str, **overrides) -> Settings:
-    """Test settings: temp data dir, the given v2 pack, local URLs allowed (test HTTP servers)."""
-    values = {"data_dir": data_dir, "v2_pack": str(pack), "allow_private_urls": True, "log_level": "WARNING"}
+    """Test settings: temp data dir, the given v2 pack, local URLs allowed (test HTTP servers).
+
+    Rate limits are off (every test speaks from 127.0.0.1); tests of the limits turn them on."""
+    values = {"data_dir": data_dir, "v2_pack": str(pack), "allow_private_urls": True, "log_level": "WARNING",
+              "rate_limits_enabled": False}
     values.update(overrides)
     return Settings.from_env({}, **values)
 

@@ -28,7 +28,8 @@ class Gunicorn:
     def __init__(self, env: dict[str, str], workers: int = 3, log: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **env, "FACEMATCH_BIND": f"127.0.0.1:{self.port}",
+        # rate limits off unless the test asks for them (every test speaks from 127.0.0.1)
+        self.env = {**os.environ, "FACEMATCH_RATE_LIMITS_ENABLED": "0", **env, "FACEMATCH_BIND": f"127.0.0.1:{self.port}",
                     "FACEMATCH_WEB_WORKERS": str(workers), "FACEMATCH_ACCESS_LOG": ""}
         self.log = log
         self.proc: subprocess.Popen | None = None

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from flask_backend import create_app, errors
+from flask_backend.access import keys
 from flask_backend.api.errors import HTTP_CODES
 from flask_backend.openapi import ERROR_CODES, OPERATIONS, build_spec, openapi_path, undocumented_routes
 from tests.conftest import make_settings
@@ -241,10 +242,49 @@ def observed(app, app_without_v2, faces_dir, pack_dir, tmp_path_factory) -> Iter
     rec.send(small, "POST", "/api/v2/ingest", expect=401, json={"event_id": ev, "photo_id": "x", "embedding": emb})
     rec.send(small, "DELETE", "/api/v2/events/<event_id>", f"/api/v2/events/{ev}", expect=401)
     rec.send(small, "POST", "/api/face/analyze", expect=413, data={"image": _file(selfie)})
+    _access_calls(rec, tmp, pack_dir, emb, selfie)
     # the same data read with another model: the v2 index is stale
     renamed = create_app(make_settings(app.extensions["facematch"].settings.data_dir, _other_pack(tmp, pack_dir)))
     rec.send(renamed.test_client(), "POST", "/api/v2/match", expect=409, data={"event_id": ev, "image": _file(selfie)})
     yield rec.seen
+
+
+def _access_calls(rec: Recorder, tmp: Path, pack_dir: Path, emb: list[float], selfie: bytes) -> None:
+    """Event access, scoped keys, forget records and rate limits, success and error."""
+    app = create_app(make_settings(tmp / "access", pack_dir, api_keys=("admin-k",), rate_limits_enabled=True,
+                                   rate_limit_event_code="2 per minute"))
+    a = app.test_client()
+    org = {"X-API-Key": keys.create_key(app.extensions["facematch"], "acme", "organizer", ["acme-*"])}
+    access, forget = "/api/v2/events/<event_id>/access", "/api/v2/events/<event_id>/forget"
+    records, event = "/api/v2/events/<event_id>/forget-requests", "/api/v2/events/<event_id>"
+    rec.send(a, "POST", "/api/v2/ingest", expect=200, headers=org,
+             json={"event_id": "acme-1", "photo_id": "e1", "embedding": emb})
+    rec.send(a, "POST", "/api/v2/ingest", expect=403, headers=org,
+             json={"event_id": "other-1", "photo_id": "e1", "embedding": emb})
+    rec.send(a, "GET", access, "/api/v2/events/acme-1/access", expect=200, headers=org)
+    rec.send(a, "GET", access, "/api/v2/events/acme-1/access", expect=401)
+    rec.send(a, "PUT", access, "/api/v2/events/acme-1/access", expect=200, headers=org,
+             json={"mode": "code", "code": "secret-42"})
+    rec.send(a, "PUT", access, "/api/v2/events/acme-1/access", expect=400, headers=org,
+             json={"mode": "code", "code": "abc"})
+    rec.send(a, "PUT", access, "/api/v2/events/other-1/access", expect=403, headers=org, json={"mode": "open"})
+    rec.send(a, "POST", "/api/v2/match", expect=403, json={"event_id": "acme-1", "user_embedding": emb})
+    rec.send(a, "POST", "/api/v2/match", expect=200,
+             json={"event_id": "acme-1", "user_embedding": emb, "event_code": "secret-42"})
+    rec.send(a, "POST", "/api/v1/match", expect=403, json={"event_id": "acme-1", "descriptor": [0.0] * 128})
+    rec.send(a, "GET", event, "/api/v2/events/acme-1", expect=403)
+    rec.send(a, "GET", event, "/api/v2/events/acme-1", expect=200, headers={"X-Event-Code": "secret-42"})
+    rec.send(a, "GET", event, "/api/v2/events/acme-1", expect=401, headers={"X-API-Key": "nope"})
+    rec.send(a, "POST", forget, "/api/v2/events/acme-1/forget", expect=200,
+             data={"image": _file(selfie), "event_code": "secret-42"})
+    rec.send(a, "GET", records, "/api/v2/events/acme-1/forget-requests", expect=200, headers=org)
+    rec.send(a, "GET", records, "/api/v2/events/acme-1/forget-requests?limit=0", expect=400, headers=org)
+    rec.send(a, "GET", records, "/api/v2/events/other-1/forget-requests", expect=403, headers=org)
+    for _ in range(2):
+        rec.send(a, "POST", forget, "/api/v2/events/acme-1/forget", expect=403,
+                 data={"image": _file(selfie), "event_code": "wrong-code"})
+    rec.send(a, "POST", forget, "/api/v2/events/acme-1/forget", expect=429,
+             data={"image": _file(selfie), "event_code": "secret-42"})
 
 
 def _validator(spec: dict, pointer: str):
@@ -312,4 +352,4 @@ def test_every_api_operation_was_exercised(app, observed):
             if path.startswith(API_PREFIXES) and path != "/health":
                 assert any(s >= 400 for s in statuses), f"no error of {method.upper()} {path} was validated"
     all_statuses = {s.status for s in observed}
-    assert {400, 401, 404, 409, 413, 415, 422, 503} <= all_statuses
+    assert {400, 401, 403, 404, 409, 413, 415, 422, 429, 503} <= all_statuses

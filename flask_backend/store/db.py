@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .access_db import SCHEMA as ACCESS_SCHEMA  # keys, event access, forget records: same file
+
 DB_FILE = "facestore.sqlite3"
 SCHEMA_VERSION = 1
 
@@ -143,7 +145,7 @@ class Database:
             version = c.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} has schema {version}, newer than this code ({SCHEMA_VERSION})")
-            for stmt in SCHEMA.split(";"):
+            for stmt in (SCHEMA + ACCESS_SCHEMA).split(";"):
                 if stmt.strip():
                     c.execute(stmt)
             if version < SCHEMA_VERSION:

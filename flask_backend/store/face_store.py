@@ -911,6 +911,11 @@ class FaceStore:
             "counters": counters,
         }
 
+    @property
+    def db(self) -> Database:
+        """The database, for the access tables (flask_backend/store/access_db.py)."""
+        return self._db
+
     def close(self) -> None:
         """Close this process's database connections and drop its caches."""
         self.evict()
