@@ -98,7 +98,7 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
         from ..api.errors import error_response
 
         current = limiter.current_limit
-        retry = max(1, math.ceil(current.reset_at - time.time())) if current is not None else 60
+        retry = max(1, math.ceil(current.window[0] - time.time())) if current is not None else 60
         err = errors.rate_limited(retry, f"rate limit {exc.description}")
         response, status = error_response(err.status, err.code, err.message, **err.extra)
         response.headers["Retry-After"] = str(retry)
