@@ -195,6 +195,19 @@ def test_forget_is_rate_limited(make, faces_dir):
     assert [forget(), forget(), forget()] == [200, 200, 429]
 
 
+def test_limits_keep_working_per_process_when_redis_is_unreachable(make):
+    from tests.processes import free_port
+
+    _app, c = make(rate_limits_enabled=True, rate_limit_storage=f"redis://127.0.0.1:{free_port()}/0",
+                   rate_limit_search="2 per minute", rate_limit_event_code="2 per minute")
+    c.post("/api/v2/ingest", json={"event_id": "down", "photo_id": "p", "embedding": _unit(8)})
+    body = {"event_id": "down", "user_embedding": _unit(8)}
+    assert [c.post("/api/v2/match", json=body).status_code for _ in range(3)] == [200, 200, 429]
+    assert c.put("/api/v2/events/down/access", json={"mode": "code", "code": "down-code"}).status_code == 200
+    wrong = {"X-Event-Code": "wrong-code", "X-Forwarded-For": "203.0.113.77"}
+    assert [c.get("/api/v2/events/down", headers=wrong).status_code for _ in range(3)] == [403, 403, 429]
+
+
 def test_limits_off_means_off(make):
     _app, c = make(rate_limits_enabled=True, rate_limit_search="off")
     c.post("/api/v2/ingest", json={"event_id": "off", "photo_id": "p", "embedding": _unit(6)})
