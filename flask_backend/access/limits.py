@@ -19,8 +19,9 @@ import hashlib
 import logging
 import math
 import time
+from functools import lru_cache
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage
@@ -63,7 +64,15 @@ def _settings() -> Settings:
 
 
 def address() -> str:
-    return client_address(_settings().forwarded_allow_ips)
+    """The client address, worked out once per request."""
+    if "facematch_address" not in g:
+        g.facematch_address = client_address(_settings().forwarded_allow_ips)
+    return g.facematch_address
+
+
+@lru_cache(maxsize=32)
+def _parsed(value: str) -> RateLimitItem:
+    return parse(value)
 
 
 def _key() -> str:
@@ -124,7 +133,7 @@ def _code_limit(services: Services) -> tuple[Limiter, RateLimitItem] | None:
     value = _setting(services.settings, "event_code")
     if limiter is None or not limiter.enabled or value is None:
         return None
-    return limiter, parse(value)
+    return limiter, _parsed(value)
 
 
 def _code_key(event_id: str) -> tuple[str, str, str]:
