@@ -95,9 +95,11 @@ def test_default_access_code_closes_events_without_a_setting_even_unknown_ones(m
                                                                 "updated_at": None}
 
 
-def test_bad_default_access_is_refused_at_start(tmp_path, pack_dir):
+def test_bad_access_settings_are_refused_at_start(tmp_path, pack_dir):
     with pytest.raises(ValueError, match="FACEMATCH_DEFAULT_EVENT_ACCESS"):
         create_app(make_settings(tmp_path, pack_dir, default_event_access="closed"))
+    with pytest.raises(ValueError, match="FACEMATCH_FORWARDED_ALLOW_IPS"):
+        create_app(make_settings(tmp_path, pack_dir, forwarded_allow_ips="localhost"))
 
 
 @pytest.mark.parametrize("body, code", [
