@@ -210,6 +210,20 @@ def test_limits_keep_working_per_process_when_redis_is_unreachable(make):
     assert [c.get("/api/v2/events/down", headers=wrong).status_code for _ in range(3)] == [403, 403, 429]
 
 
+def test_routes_named_verify_get_the_search_limit_and_no_store(tmp_path, pack_dir):
+    """The contract for routes added later (verify): the endpoint name is enough."""
+    from flask import Blueprint, jsonify
+
+    app = create_app(make_settings(tmp_path, pack_dir, rate_limits_enabled=True, rate_limit_search="2 per minute"))
+    bp = Blueprint("later", __name__)
+    bp.add_url_rule("/api/v9/verify", "verify", lambda: jsonify({"is_match": True}), methods=["POST"])
+    app.register_blueprint(bp)
+    c = app.test_client()
+    got = [c.post("/api/v9/verify") for _ in range(3)]
+    assert [r.status_code for r in got] == [200, 200, 429]
+    assert got[0].headers["Cache-Control"] == "no-store" and got[2].headers["Retry-After"]
+
+
 def test_limits_off_means_off(make):
     _app, c = make(rate_limits_enabled=True, rate_limit_search="off")
     c.post("/api/v2/ingest", json={"event_id": "off", "photo_id": "p", "embedding": _unit(6)})
