@@ -57,6 +57,12 @@ class Settings:
     forget_threshold: float | None = None  # None: stricter than the match default
     max_top_k: int = 1000
     page_size: int = 100
+    # --- match at scale and storage faults (issue 8) ---------------------------
+    # Events with at least this many faces use the approximate index once a writer built it
+    # (0: exact only). Below it exact search is already within a few ms (scripts/bench_store.py).
+    ann_min_faces: int = 200_000
+    ann_nprobe: int = 24  # IVF lists probed per query (recall vs time: scripts/bench_store.py --ann)
+    storage_retry_after: int = 5  # Retry-After seconds of 503 storage_unavailable
     # --- service -------------------------------------------------------------
     api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()

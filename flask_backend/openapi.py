@@ -131,8 +131,12 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
         "total": nullable(integer("`mode: all`: photos above the threshold in all pages; null for top_k")),
         "queries": integer("selfies / vectors combined into the query", minimum=1),
         "combine": s("`mean` when several selfies were averaged into one template", enum=["single", "mean"]),
+        "search": s("`exact`: every qualifying photo was considered. `approximate`: a large event's "
+                    "approximate index served the query (recall >= 0.995 on the benchmark, not 1: a photo "
+                    "exact search would return may be missing)", enum=["exact", "approximate"]),
     }
-    page_required = ("event_id", "matches", "model", "mode", "next_cursor", "total", "queries", "combine")
+    page_required = ("event_id", "matches", "model", "mode", "next_cursor", "total", "queries", "combine",
+                     "search")
     url = nullable(s("the photo's source URL (the `image_url` given at ingest), when known"))
     paging = {
         "top_k": nullable(integer(f"best photos to return (default 20, at most {settings.max_top_k}); "

@@ -33,7 +33,9 @@ class Services:
 
         with self._lock:
             self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-            return FaceStore(self.settings.data_dir, faiss_threads=self.settings.faiss_threads)
+            s = self.settings
+            return FaceStore(s.data_dir, faiss_threads=s.faiss_threads, ann_min_faces=s.ann_min_faces,
+                             ann_nprobe=s.ann_nprobe)
 
     def space(self, name: str) -> Space:
         """The store's space descriptor for the ready engine of ``name`` (503 if not ready)."""

@@ -65,6 +65,8 @@ CREATE TABLE IF NOT EXISTS faces (
 );
 CREATE INDEX IF NOT EXISTS faces_sid_seq ON faces (sid, seq);
 CREATE INDEX IF NOT EXISTS faces_pid ON faces (pid);
+-- covering (face_id is the rowid): a snapshot load reads each face's photo and norm from it
+CREATE INDEX IF NOT EXISTS faces_sid_meta ON faces (sid, pid, norm);
 CREATE TABLE IF NOT EXISTS tombstones (
     sid         INTEGER NOT NULL,
     seq         INTEGER NOT NULL,
