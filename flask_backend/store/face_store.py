@@ -666,7 +666,7 @@ class FaceStore:
                 return added
             ids = np.fromiter((r[0] for r in chunk), dtype=np.int64, count=len(chunk))
             pids = np.fromiter((r[1] for r in chunk), dtype=np.int64, count=len(chunk))
-            norms = np.fromiter((r[2] for r in chunk), dtype=np.float32, count=len(chunk))
+            norms = np.fromiter((r[2] for r in chunk), dtype=np.float64, count=len(chunk))
             vecs = np.frombuffer(b"".join(r[3] for r in chunk), dtype="<f4").reshape(len(chunk), flat.dim)
             added += flat.add(ids, vecs, pids, norms)
 
@@ -1044,7 +1044,7 @@ def _fill_face_meta(c: sqlite3.Connection, sid: int, flat: FlatIndex) -> None:
     rows = c.execute("SELECT face_id, pid, norm FROM faces INDEXED BY faces_sid_meta WHERE sid=?", (sid,)).fetchall()
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     pids = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
-    norms = np.fromiter((r[2] for r in rows), dtype=np.float32, count=len(rows))
+    norms = np.fromiter((r[2] for r in rows), dtype=np.float64, count=len(rows))
     gone = flat.set_face_meta(ids, pids, norms)
     if len(gone):  # deleted since the snapshot: the change log removes them too, this is just sooner
         flat.remove(gone)

@@ -86,7 +86,7 @@ class FlatIndex:
         # (store/ranking.py) groups faces by photo and v1 needs the norm, without SQL per face.
         # A snapshot does not carry them: -1 / NaN until the store fills them from SQLite.
         self.pids = np.full(len(self.ids), -1, dtype=np.int64)
-        self.norms = np.full(len(self.ids), np.nan, dtype=np.float32)
+        self.norms = np.full(len(self.ids), np.nan, dtype=np.float64)
         self.version = 0  # bumped by every change: caches derived from the rows key on it
         self.derived: dict[str, Any] = {}  # such caches (ranking.py), dropped on every change
 
@@ -106,7 +106,7 @@ class FlatIndex:
     @property
     def nbytes(self) -> int:
         """Resident estimate: rows in use (spare capacity is not touched)."""
-        return self.n_total * (self.dim * 4 + 21)
+        return self.n_total * (self.dim * 4 + 25)
 
     @property
     def matrix(self) -> np.ndarray:
@@ -136,7 +136,7 @@ class FlatIndex:
             return 0
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
         pids = np.full(len(ids), -1, np.int64) if pids is None else np.asarray(pids, dtype=np.int64)
-        norms = np.full(len(ids), np.nan, np.float32) if norms is None else np.asarray(norms, dtype=np.float32)
+        norms = np.full(len(ids), np.nan, np.float64) if norms is None else np.asarray(norms, dtype=np.float64)
         keep = ids > self.max_id
         if not keep.all():
             ids, vectors, pids, norms = ids[keep], vectors[keep], pids[keep], norms[keep]
@@ -166,7 +166,7 @@ class FlatIndex:
         pos = np.minimum(np.searchsorted(self.ids, ids), self.n_total - 1)
         ok = self.ids[pos] == ids
         self.pids[pos[ok]] = np.asarray(pids, dtype=np.int64)[ok]
-        self.norms[pos[ok]] = np.asarray(norms, dtype=np.float32)[ok]
+        self.norms[pos[ok]] = np.asarray(norms, dtype=np.float64)[ok]
         self._changed()
         return self.ids[(self.pids < 0) & self.alive]
 
