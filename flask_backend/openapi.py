@@ -46,7 +46,8 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
     422: ("no_face",),
     429: ("rate_limited",),
     500: ("internal_error",),
-    503: ("engine_not_ready",),
+    503: ("engine_not_ready", "storage_unavailable"),
+    507: ("storage_full",),
 }
 ERROR_MEANING = {
     400: "Bad input.",
@@ -64,7 +65,11 @@ ERROR_MEANING = {
     429: "`rate_limited`: too many requests from this address (or too many wrong codes for this event); "
     "wait `Retry-After` seconds.",
     500: "Internal error; quote the `request_id`.",
-    503: "`engine_not_ready`: the engine of this space is not loaded (e.g. no v2 model pack).",
+    503: "`engine_not_ready`: the engine of this space is not loaded (e.g. no v2 model pack). "
+    "`storage_unavailable`: the data directory is read-only, the database unavailable or its lock not obtained "
+    "in time; retry after the `Retry-After` seconds (nothing acknowledged is lost).",
+    507: "`storage_full`: the data directory is full; the write was not stored (it succeeds again once space "
+    "is freed, no restart needed).",
 }
 
 
@@ -246,8 +251,14 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
             {"status": s(enum=["ok", "degraded"]), "version": s(), "insightface_ready": {"type": "boolean"},
              "engines": obj({"v1": obj(engine, ("ready", "model", "dim")),
                              "v2": obj({**engine, "providers": arr(s())}, ("ready", "model", "dim"))},
-                            ("v1", "v2"))},
-            ("status", "version", "insightface_ready", "engines"),
+                            ("v1", "v2")),
+             "storage": obj({"ok": {"type": "boolean"},
+                             "reason": nullable(s("why the data directory is degraded, e.g. `storage_full: "
+                                                  "disk_full`, `storage_unavailable: read_only`")),
+                             "free_bytes": nullable(integer("free bytes of the data directory's file system")),
+                             "writable": {"type": "boolean"}},
+                            ("ok", "reason", "free_bytes", "writable"))},
+            ("status", "version", "insightface_ready", "engines", "storage"),
         ),
         "EventSummary": obj(
             {"event_id": s(), "photos": integer("distinct photos in any space", minimum=0),
@@ -340,7 +351,7 @@ def _op(summary: str, tag: str, ok: dict, errors: tuple[int, ...], *, body: dict
 
 IMAGE_ERRORS = (400, 413, 415, 422, 429, 503)
 MATCH_ERRORS = (400, 404, 409, 413, 415, 422, 503)
-INGEST_ERRORS = (400, 413, 415, 429, 503)
+INGEST_ERRORS = (400, 413, 415, 429, 503, 507)
 
 
 def _html(summary: str, description: str) -> dict:
@@ -384,12 +395,13 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         description="An attendee read (the code on a `code` event); with `X-API-Key` the key must cover the "
         "event (any role)."),
     ("/api/v2/events/<event_id>", "DELETE"): _op(
-        "Delete an event in every space, for good", "events", _ok("DeletedEvent"), (400, 404), write=True),
+        "Delete an event in every space, for good", "events", _ok("DeletedEvent"), (400, 404, 503, 507), write=True),
     ("/api/v2/events/<event_id>/photos/<path:photo_id>", "DELETE"): _op(
-        "Delete one photo in every space, for good", "events", _ok("DeletedPhoto"), (400, 404), write=True),
+        "Delete one photo in every space, for good", "events", _ok("DeletedPhoto"), (400, 404, 503, 507),
+        write=True),
     ("/api/v2/events/<event_id>/forget", "POST"): _op(
         "Forget me: a selfie removes that person's faces from the event", "events", _ok("ForgetResponse"),
-        (400, 404, 413, 415, 422, 503), body=_body("ForgetRequest", "ForgetMultipart"), attendee=True,
+        (400, 404, 413, 415, 422, 503, 507), body=_body("ForgetRequest", "ForgetMultipart"), attendee=True,
         description="The selfie (and the code of a `code` event) is the proof: no API key needed. Every forget is "
         "recorded without biometric data (`forget-requests`); rate-limited per address. The bar is the server's "
         "(`FACEMATCH_FORGET_THRESHOLD`, default stricter than matching), never the request's: a request "

@@ -29,6 +29,7 @@ from .. import errors
 from ..errors import ApiError
 from ..ingest import choose_spaces, fetch_bytes, ingest_photo
 from ..services import Services
+from ..store.errors import StorageError
 from . import PhotoRef
 from .claims import Claim, LocalTracker, PhotoOutcome, Tracker
 
@@ -107,7 +108,7 @@ class IngestRunner:
     def _indexed_faces(self, ref: PhotoRef) -> int | None:
         try:
             return indexed_faces(self.services, ref, self.spaces)
-        except ApiError:  # e.g. an id the store refuses: the ingest will fail and say why
+        except (ApiError, StorageError):  # e.g. an id the store refuses: the ingest will fail and say why
             return None
 
     def is_indexed(self, ref: PhotoRef) -> bool:
@@ -197,6 +198,15 @@ class IngestRunner:
         try:
             result = ingest_photo(self.services, ref.event_id, ref.photo_id, image=data,
                                   image_url=ref.source_url, spaces=self.spaces)
+        except StorageError as exc:  # the data dir, not the photo: pending again, retried next pass
+            log.warning("storage fault on event=%s photo=%s: %s (%s); photo stays pending",
+                        ref.event_id, ref.photo_id, exc.code, exc.reason)
+            from .. import metrics
+
+            metrics.count_storage_error(exc.code, exc.reason)
+            self.tracker.release(claim)
+            self._done(claim, ref, PhotoOutcome(ref, "released", code=exc.code, message=exc.message))
+            return
         except ApiError as exc:
             if exc.status == 503:  # the engine, not the photo: give it back untouched
                 self.tracker.release(claim)

@@ -8,6 +8,7 @@ process (SQLite handles must not cross ``fork``) and per thread.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .access_db import SCHEMA as ACCESS_SCHEMA  # keys, event access, forget records: same file
+from .errors import Health, storage_faults
 
 DB_FILE = "facestore.sqlite3"
 SCHEMA_VERSION = 1
@@ -84,8 +86,9 @@ TOMB_DELETED = 1
 class Database:
     """Per-process, per-thread SQLite connections to one store file, with transaction helpers."""
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 60.0) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 60.0, health: Health | None = None) -> None:
         self.path = str(path)
+        self.health = health
         self.busy_timeout_ms = int(busy_timeout_s * 1000)
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -156,32 +159,40 @@ class Database:
     # -- transactions -------------------------------------------------------
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction; waits (busy_timeout) for other writers instead of failing."""
-        conn = self.conn()
-        if conn.in_transaction:
-            raise RuntimeError("nested write transaction")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
+        """A write transaction; waits (busy_timeout) for other writers instead of failing.
+
+        Storage faults (disk full, read-only, lock timeout...) roll the whole transaction
+        back and raise StorageFull / StorageUnavailable (store/errors.py)."""
+        with storage_faults(self.health):
+            conn = self.conn()
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+                raise RuntimeError("nested write transaction")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may have rolled back already
+                        conn.execute("ROLLBACK")
+                raise
+        if self.health is not None:
+            self.health.succeeded()
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: every query inside sees one consistent snapshot."""
-        conn = self.conn()
-        if conn.in_transaction:  # joined: the outer transaction's snapshot
-            yield conn
-            return
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
+        with storage_faults(self.health):
+            conn = self.conn()
+            if conn.in_transaction:  # joined: the outer transaction's snapshot
+                yield conn
+                return
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
 
     def checkpoint(self, wait_s: float = 5.0) -> bool:
         """Copy the WAL into the main file and truncate it; True when fully done.

@@ -36,6 +36,7 @@ from .. import errors
 from ..errors import ApiError
 from . import ann, ranking, snapshot
 from .db import DB_FILE, TOMB_DELETED, TOMB_REPLACED, Database
+from .errors import Health, StorageError, storage_faults
 from .ids import validate_event_id, validate_photo_id
 from .index import FlatIndex, get_faiss
 from .models import SPACE_NAMES, FaceRecord, Hit, PhotoState, Space
@@ -114,7 +115,7 @@ class FaceStore:
         (store/ann.py) once a writer built their index (0: never).
         """
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.health = Health(self.data_dir)
         self.faiss_threads = max(1, int(faiss_threads))
         self.snapshot_min_faces = int(snapshot_min_faces)
         self.snapshot_refresh_fraction = float(snapshot_refresh_fraction)
@@ -123,14 +124,16 @@ class FaceStore:
         self.checkpoint_wait_s = float(checkpoint_wait_s)
         self.ann_min_faces = int(ann_min_faces)
         self.ann_nprobe = int(ann_nprobe)
-        self._db = Database(self.data_dir / DB_FILE, busy_timeout_s=busy_timeout_s)
-        snapshot.fsync_dir(self.data_dir)  # the database files' directory entries survive power loss
         self._locks = snapshot.SnapshotLocks(self.data_dir)
         self._guard = threading.Lock()
         self._pid = os.getpid()
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._counters: dict[str, int] = {}
-        self.sweep_snapshots()
+        with storage_faults(self.health):  # a read-only or full data dir: a clear error, not a crash
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._db = Database(self.data_dir / DB_FILE, busy_timeout_s=busy_timeout_s, health=self.health)
+            snapshot.fsync_dir(self.data_dir)  # the database files' directory entries survive power loss
+            self.sweep_snapshots()
 
     # ------------------------------------------------------------------ writes
     def put_photo(
@@ -844,7 +847,7 @@ class FaceStore:
             )
             entry.snap_seq, entry.changes = entry.seq, 0
             self._count("snapshot_writes")
-        with contextlib.suppress(sqlite3.OperationalError), self._db.write() as c:
+        with contextlib.suppress(sqlite3.OperationalError, StorageError), self._db.write() as c:
             c.execute("UPDATE spaces SET snap_seq=MAX(snap_seq, ?) WHERE sid=?", (entry.seq, entry.sid))
         return True
 
