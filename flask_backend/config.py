@@ -64,6 +64,7 @@ class Settings:
     ann_nprobe: int = 24  # IVF lists probed per query (recall vs time: scripts/bench_store.py --ann)
     storage_retry_after: int = 5  # Retry-After seconds of 503 storage_unavailable
     storage_min_free_bytes: int = 16 << 20  # /health is degraded below this much free space
+    storage_busy_timeout: float = 60.0  # seconds a write waits for the database lock before 503
     # --- service -------------------------------------------------------------
     api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()

@@ -204,7 +204,8 @@ class IngestRunner:
             from .. import metrics
 
             metrics.count_storage_error(exc.code, exc.reason)
-            self.tracker.release(claim)
+            self.tracker.release(claim, retry_in=float(self.services.settings.storage_retry_after),
+                                 error=f"{exc.code}: {exc.message}")
             self._done(claim, ref, PhotoOutcome(ref, "released", code=exc.code, message=exc.message))
             return
         except ApiError as exc:
@@ -328,13 +329,18 @@ class IngestRunner:
         so that no attendee's search pays for a snapshot write after a big ingest."""
         with self._cond:
             touched, self._touched = self._touched, set()
-        store = self.services.store
-        for event_id, space in sorted(touched):
-            try:
-                store.write_snapshot(event_id, space, only_if_due=True)
-            except Exception:  # a cache only: never fail the run for it
-                log.exception("snapshot refresh failed for event=%s space=%s", event_id, space)
-        store.checkpoint()
+        try:
+            store = self.services.store
+            for event_id, space in sorted(touched):
+                try:
+                    store.write_snapshot(event_id, space, only_if_due=True)
+                except StorageError:
+                    raise
+                except Exception:  # a cache only: never fail the run for it
+                    log.exception("snapshot refresh failed for event=%s space=%s", event_id, space)
+            store.checkpoint()
+        except StorageError as exc:  # snapshots and the WAL fold are caches / upkeep: next time
+            log.warning("store upkeep skipped: %s (%s)", exc.code, exc.reason)
 
     def close(self, wait: bool = True) -> None:
         self._stopping.set()

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .access_db import SCHEMA as ACCESS_SCHEMA  # keys, event access, forget records: same file
-from .errors import Health, storage_faults
+from .errors import Health, StorageUnavailable, storage_faults
 
 DB_FILE = "facestore.sqlite3"
 SCHEMA_VERSION = 1
@@ -163,7 +163,7 @@ class Database:
 
         Storage faults (disk full, read-only, lock timeout...) roll the whole transaction
         back and raise StorageFull / StorageUnavailable (store/errors.py)."""
-        with storage_faults(self.health):
+        with self._reopen_after_fault(), storage_faults(self.health):
             conn = self.conn()
             if conn.in_transaction:
                 raise RuntimeError("nested write transaction")
@@ -182,7 +182,7 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: every query inside sees one consistent snapshot."""
-        with storage_faults(self.health):
+        with self._reopen_after_fault(), storage_faults(self.health):
             conn = self.conn()
             if conn.in_transaction:  # joined: the outer transaction's snapshot
                 yield conn
@@ -193,6 +193,25 @@ class Database:
             finally:
                 if conn.in_transaction:
                     conn.execute("COMMIT")
+
+    @contextmanager
+    def _reopen_after_fault(self) -> Iterator[None]:
+        """After a read-only / cannot-open / I/O fault, drop this thread's connection: SQLite
+        keeps a handle it opened read-only read-only for good, so the next call opens afresh
+        and writes work again once the fault is gone (no restart)."""
+        try:
+            yield
+        except StorageUnavailable as exc:
+            if exc.reason != "locked":
+                conn = getattr(self._local, "conn", None)
+                if conn is not None and not conn.in_transaction:
+                    self._local.conn = None
+                    with self._lock:
+                        if conn in self._conns:
+                            self._conns.remove(conn)
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.close()
+            raise
 
     def checkpoint(self, wait_s: float = 5.0) -> bool:
         """Copy the WAL into the main file and truncate it; True when fully done.
