@@ -70,7 +70,6 @@ def build(vectors: np.ndarray, ids: np.ndarray, *, seed: int = 1234) -> Any:
     pick = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
     index.train(np.ascontiguousarray(vectors[pick]))
     index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
-    index.referenced_quantizer = quantizer  # keep the Python object alive as long as the index
     return index
 
 

@@ -158,8 +158,11 @@ def _photo_names(c: sqlite3.Connection, pids: np.ndarray, into: dict[int, tuple[
 
 def select(
     c: sqlite3.Connection, ranks: PhotoRanks, limit: int, after: tuple[float, str] | None
-) -> tuple[np.ndarray, bool, dict[int, tuple[str, str | None]]]:
-    """Indices into ``ranks`` of the rows to return, best first; whether more follow; their names."""
+) -> tuple[np.ndarray, bool]:
+    """Indices into ``ranks`` of the rows to return (unordered) and whether more follow.
+
+    Names (photo_id, the tie-break) are read only for photos tied with the cursor or at the cut.
+    """
     names: dict[int, tuple[str, str | None]] = {}
     rank, pids = ranks.rank, ranks.pids
 
@@ -171,7 +174,7 @@ def select(
         eq = np.flatnonzero(rank == r0)
         _photo_names(c, pids[eq], names)
         keep_eq = np.asarray([i for i in eq.tolist() if name(i) > p0], dtype=np.int64)
-        cand = np.sort(np.concatenate((np.flatnonzero(rank < r0), keep_eq)))
+        cand = np.concatenate((np.flatnonzero(rank < r0), keep_eq))
     else:
         cand = np.arange(len(rank))
     more = len(cand) > limit
@@ -180,12 +183,11 @@ def select(
         kth = np.partition(vals, len(vals) - limit)[len(vals) - limit]  # the limit-th largest
         better = cand[vals > kth]
         tied = cand[vals == kth]
-        _photo_names(c, pids[tied], names)
-        tied = np.asarray(sorted(tied.tolist(), key=name)[: limit - len(better)], dtype=np.int64)
+        if len(better) + len(tied) > limit:
+            _photo_names(c, pids[tied], names)
+            tied = np.asarray(sorted(tied.tolist(), key=name)[: limit - len(better)], dtype=np.int64)
         cand = np.concatenate((better, tied))
-    _photo_names(c, pids[cand], names)
-    chosen = sorted(cand.tolist(), key=lambda i: (-rank[i], name(i)))
-    return np.asarray(chosen, dtype=np.int64), more, names
+    return cand, more
 
 
 def page(
@@ -198,26 +200,28 @@ def page(
     after: tuple[float, str] | None,
     search: str,
 ) -> MatchPage:
-    """One page (or the top ``limit``) with metadata read for those rows only."""
-    chosen, more, names = select(c, ranks, limit, after)
+    """One page (or the top ``limit``), best first, with metadata read for those rows only
+    (one query: photo_id, URL and the best face's bbox)."""
+    chosen, more = select(c, ranks, limit, after)
     pos = ranks.best_pos(chosen) if len(chosen) else np.zeros(0, np.int64)
     face_ids = flat.ids[pos].tolist()
-    boxes: dict[int, Any] = {}
+    meta: dict[int, Any] = {}
     if face_ids:
         for r in c.execute(
-            "SELECT face_id, x1, y1, x2, y2 FROM faces WHERE face_id IN (SELECT value FROM json_each(?))",
+            "SELECT f.face_id, p.photo_id, p.source_url, f.x1, f.y1, f.x2, f.y2 FROM faces f "
+            "JOIN photos p ON p.pid = f.pid WHERE f.face_id IN (SELECT value FROM json_each(?))",
             (json.dumps(face_ids),),
         ):
-            boxes[int(r[0])] = (float(r[1]), float(r[2]), float(r[3]), float(r[4]))
+            meta[int(r[0])] = (r[1], r[2], (float(r[3]), float(r[4]), float(r[5]), float(r[6])))
     rows = []
     for i, face_id in zip(chosen.tolist(), face_ids, strict=True):
-        meta = names.get(int(ranks.pids[i]))
-        box = boxes.get(face_id)
-        if meta is None or box is None:  # cannot happen inside one read transaction; never invent data
+        m = meta.get(face_id)
+        if m is None:  # cannot happen inside one read transaction; never invent data
             continue
         r = float(ranks.rank[i])
         if spec.query_norm is None:
-            rows.append(PhotoRow(meta[0], r, r, None, face_id, box, meta[1]))
+            rows.append(PhotoRow(m[0], r, r, None, face_id, m[2], m[1]))
         else:
-            rows.append(PhotoRow(meta[0], r, 1.0 + r, -r, face_id, box, meta[1]))
+            rows.append(PhotoRow(m[0], r, 1.0 + r, -r, face_id, m[2], m[1]))
+    rows.sort(key=lambda row: (-row.rank, row.photo_id))
     return MatchPage(rows, len(ranks.rank), more, search)
