@@ -39,7 +39,7 @@ class Services:
                 with storage_faults():
                     s.data_dir.mkdir(parents=True, exist_ok=True)
                 store = FaceStore(s.data_dir, faiss_threads=s.faiss_threads, ann_min_faces=s.ann_min_faces,
-                                  ann_nprobe=s.ann_nprobe, busy_timeout_s=s.storage_busy_timeout)
+                                  ann_sigmas=s.ann_radius_sigmas, busy_timeout_s=s.storage_busy_timeout)
             except StorageError as exc:  # not cached: the next request tries again
                 self._store_error = f"{exc.code}: {exc.reason}"
                 raise

@@ -8,7 +8,7 @@ qualifying face) is shown for scale. Target: match p50 <= 1.3 x bare.
 ``--ann``: clustered face-like data (identities of ~10 faces, same-person cosine ~0.65,
 different ~0), the approximate index built as a writer would (``build_ann``), then exact and
 approximate ``match`` side by side: p50/p99 and recall of the photos exact search returns at
-the threshold (mode "all", every page), for several ``nprobe``. Target at 1M x 512:
+the threshold (mode "all", every page), for several search radii (``--sigmas``). Target at 1M x 512:
 approximate p50 < 10 ms at recall >= 0.995.
 """
 
@@ -132,7 +132,7 @@ def clustered(n: int, dim: int, rng, per_identity: int = 10, spread: float = 0.7
     return x, centers, owner
 
 
-def ann_case(n: int, dim: int, queries: int, threshold: float, nprobes: list[int], data_dir: str | None) -> dict:
+def ann_case(n: int, dim: int, queries: int, threshold: float, sigmas: list[float], data_dir: str | None) -> dict:
     from flask_backend.store import FaceStore, Space
     from flask_backend.store.ranking import RankSpec
 
@@ -170,13 +170,13 @@ def ann_case(n: int, dim: int, queries: int, threshold: float, nprobes: list[int
         truth = [set(photos(q)[0]) for q in qs]
         exact = _timed(top20, qs)
         rows = []
-        for nprobe in nprobes:
-            store.ann_min_faces, store.ann_nprobe = 1, nprobe
-            store._entries[("bench", "v2")].ann = None  # reload with this nprobe
+        for sigma in sigmas:
+            store.ann_min_faces, store.ann_sigmas = 1, sigma
+            store._entries[("bench", "v2")].ann = None  # reload with this radius
             found, kinds = zip(*(photos(q) for q in qs), strict=True)
             hit = sum(len(t & set(f)) for t, f in zip(truth, found, strict=True))
             want = sum(len(t) for t in truth)
-            rows.append({"nprobe": nprobe, "recall": hit / max(1, want), "times": _timed(top20, qs),
+            rows.append({"sigmas": sigma, "recall": hit / max(1, want), "times": _timed(top20, qs),
                          "kinds": set(kinds), "extra": sum(len(set(f) - t) for t, f in zip(truth, found, strict=True))})
         store.close()
         return {"n": n, "dim": dim, "threshold": threshold, "put_s": put_s, "build_s": build_s, "exact": exact,
@@ -185,7 +185,7 @@ def ann_case(n: int, dim: int, queries: int, threshold: float, nprobes: list[int
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def print_ann(r: dict, default_nprobe: int) -> bool:
+def print_ann(r: dict, default_sigmas: float) -> bool:
     print(f"\napproximate vs exact: {r['n']} faces x {r['dim']}, threshold {r['threshold']}, "
           f"{r['matches_per_query']:.1f} matching photos per query; store filled in {r['put_s']:.0f} s, "
           f"index built in {r['build_s']:.1f} s (writer side)")
@@ -193,13 +193,13 @@ def print_ann(r: dict, default_nprobe: int) -> bool:
     print(f"  {'exact':<22} {_pct(r['exact'], 50):8.2f} {_pct(r['exact'], 99):8.2f} {1.0:8.4f}  exact")
     ok = True
     for a in r["approx"]:
-        print(f"  {'approximate nprobe ' + str(a['nprobe']):<22} {_pct(a['times'], 50):8.2f} {_pct(a['times'], 99):8.2f} "
+        print(f"  {'approximate ' + format(a['sigmas'], '.1f') + ' sigmas':<22} {_pct(a['times'], 50):8.2f} {_pct(a['times'], 99):8.2f} "
               f"{a['recall']:8.4f}  {','.join(sorted(a['kinds']))}{'' if not a['extra'] else ' (EXTRA ROWS!)'}")
-        if a["nprobe"] == default_nprobe:
+        if a["sigmas"] == default_sigmas:
             good = a["recall"] >= 0.995 and not a["extra"] and a["kinds"] == {"approximate"}
             if r["n"] >= 1_000_000:
                 good &= _pct(a["times"], 50) < 10.0
             ok &= good
-            print(f"  [{'PASS' if good else 'FAIL'}] nprobe {default_nprobe} (default): recall >= 0.995"
+            print(f"  [{'PASS' if good else 'FAIL'}] {default_sigmas} sigmas (default): recall >= 0.995"
                   + (", p50 < 10 ms" if r["n"] >= 1_000_000 else "") + ", no row exact search would not return")
     return ok

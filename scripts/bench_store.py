@@ -3,7 +3,7 @@
     .venv/bin/python -m scripts.bench_store [--sizes 10000,100000,1000000] [--dims 128,512]
                                             [--queries 50] [--puts 30] [--quick]
     .venv/bin/python -m scripts.bench_store --match [--match-size 100000]   # match vs bare scores
-    .venv/bin/python -m scripts.bench_store --ann [--ann-cases 1000000x512] [--nprobes 8,16,24,32]
+    .venv/bin/python -m scripts.bench_store --ann [--ann-cases 1000000x512] [--sigmas 1.5,2,2.5,3]
 
 (``--match`` and ``--ann``: see scripts/bench_match.py; they replace the table below.)
 
@@ -275,14 +275,14 @@ def _match_benchmarks(args) -> int:
         n, dim = (int(v) for v in args.match_size.lower().split("x"))
         ok &= bench_match.print_match(bench_match.match_vs_bare(n, dim, args.queries, args.data_dir))
     if args.ann:
-        nprobes = [int(v) for v in args.nprobes.split(",") if v.strip()]
-        default = Settings().ann_nprobe
-        if default not in nprobes:
-            nprobes.append(default)
+        sigmas = [float(v) for v in args.sigmas.split(",") if v.strip()]
+        default = Settings().ann_radius_sigmas
+        if default not in sigmas:
+            sigmas.append(default)
         for case in args.ann_cases.split(","):
             n, dim = (int(v) for v in case.lower().split("x"))
             print(f"... approximate {n} x {dim}", file=sys.stderr, flush=True)
-            row = bench_match.ann_case(n, dim, args.queries, args.ann_threshold, sorted(nprobes), args.data_dir)
+            row = bench_match.ann_case(n, dim, args.queries, args.ann_threshold, sorted(sigmas), args.data_dir)
             ok &= bench_match.print_ann(row, default)
     return 0 if ok else 1
 
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ann", action="store_true", help="approximate vs exact match: p50/p99 and recall")
     parser.add_argument("--ann-cases", default="200000x512", help="faces x dim, comma-separated (1000000x512: "
                         "the target case; needs ~8 GB RAM and a few minutes)")
-    parser.add_argument("--nprobes", default="8,16,24,32", help="IVF lists probed, comma-separated")
+    parser.add_argument("--sigmas", default="1.5,2,2.5,3", help="approximate search radii, comma-separated")
     parser.add_argument("--ann-threshold", type=float, default=0.35, help="match threshold of --ann")
     args = parser.parse_args(argv)
     if args.match or args.ann:

@@ -1,20 +1,29 @@
-"""Approximate search for large events: an IVF index over 8-bit codes, exact scores on top.
+"""Approximate search for large events: sign codes (SimHash) scanned in Hamming space, exact scores on top.
 
 Exact search stays the default. An event with at least ``ann_min_faces`` faces may have an
-approximate index, ``<data>/<space>/ann/<event>.ivf`` (+ ``.json``): a faiss
-``IndexIVFScalarQuantizer`` (QT_8bit, inner product) holding the face ids. It is built and
-refreshed by writers (``FaceStore.build_ann``, called by the worker / bulk CLI after their
-writes and by ``write_snapshot``), never on a request: training and adding a million
-vectors takes seconds.
+approximate index, ``<data>/<space>/ann/<event>.npz`` (+ ``.json``): one B-bit code per face,
+the signs of its projection on B random Gaussian directions (B = dim rounded up to 64, at
+least 256; the directions come from a seed kept in the meta). The Hamming distance of two
+codes estimates the angle between the vectors: P(bit differs) = angle / pi. A search scans
+the codes with faiss's ``IndexBinaryFlat`` range search (64 bytes per 512-d face instead of
+2 KB: memory traffic, what an exact scan is bound by, drops 32x), keeps the faces within
+``radius`` = the Hamming distance expected at the threshold's angle plus ``sigmas`` standard
+deviations, and rescores those candidates exactly from the cache's own float32 matrix, so
+scores, ranking and the threshold test stay exact; only recall is approximate (a matching
+face whose code strays beyond the radius is missed: at exactly the threshold that happens
+with probability ~2% for 2 sigmas, and far less for the typical, clearly similar, match).
 
-A search probes ``nprobe`` lists with a range slightly below the bound (8-bit codes move a
-score by well under ``MARGIN``), then rescores every candidate exactly from the cache's own
-float32 matrix, so scores, ranking and the threshold test are exact; only recall is
-approximate (a true match in a list that was not probed is missed). Faces added after the
-build (ids above the file's ``max_id``) are scanned exactly; faces deleted since are dropped
-by the cache's mask, and deletes remove the files (they hold codes of the vectors). When the
-unindexed tail outgrows ``MAX_TAIL_FRACTION`` the search is exact again until a rebuild.
-The match body says which one ran: ``search: "exact" | "approximate"``.
+Why not IVF or HNSW: on the benchmark's face-like data (identities of ~10 faces, same-person
+cosine ~0.65, 512-d), IVF-SQ8 reached recall 0.94 at nprobe 24 and HNSW-SQ 0.92 at efSearch
+128; this reached 1.0 at a few ms (scripts/bench_store.py --ann prints the comparison's
+current figures for this index).
+
+Built and refreshed by writers (``FaceStore.build_ann``: the worker / bulk CLI after their
+writes, ``write_snapshot``), never on a request. Faces added after the build (ids above the
+file's ``max_id``) are scanned exactly; faces deleted since are dropped by the cache's mask,
+and deletes remove the files (codes are derived from the vectors). When the unindexed tail
+outgrows ``MAX_TAIL_FRACTION`` the search is exact again until a rebuild. The match body
+says which one ran: ``search: "exact" | "approximate"``.
 """
 
 from __future__ import annotations
@@ -33,11 +42,11 @@ import numpy as np
 from .index import FlatIndex, get_faiss
 from .ranking import RankSpec
 
-MARGIN = 0.05
 MAX_TAIL_FRACTION = 0.10
 REFRESH_FRACTION = 0.05  # writers rebuild once the tail reaches this share of the faces
-DEFAULT_NPROBE = 24
-TRAIN_PER_LIST = 40
+DEFAULT_SIGMAS = 2.0
+SEED = 20261201
+_CHUNK = 65536
 
 
 @dataclass(frozen=True)
@@ -48,41 +57,61 @@ class AnnPaths:
     @classmethod
     def of(cls, data_dir: Path, space_name: str, event_id: str) -> AnnPaths:
         base = data_dir / space_name / "ann"
-        return cls(base / f"{event_id}.ivf", base / f"{event_id}.json")
+        return cls(base / f"{event_id}.npz", base / f"{event_id}.json")
 
 
-def n_lists(n: int) -> int:
-    """About sqrt(n) lists: probing ``nprobe`` of them scans ~nprobe·sqrt(n) codes."""
-    return int(min(4096, max(16, round(math.sqrt(n)))))
+def n_bits(dim: int) -> int:
+    return max(256, -(-int(dim) // 64) * 64)
 
 
-def build(vectors: np.ndarray, ids: np.ndarray, *, seed: int = 1234) -> Any:
-    """Train and fill an IVF-SQ8 index over unit ``vectors`` (n, dim) with their face ids."""
-    faiss = get_faiss()
-    n, dim = vectors.shape
-    nlist = n_lists(n)
-    quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFScalarQuantizer(
-        quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
-    )
-    index.cp.seed = seed
-    sample = min(n, nlist * TRAIN_PER_LIST)
-    pick = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
-    index.train(np.ascontiguousarray(vectors[pick]))
-    index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
-    return index
+def directions(dim: int, bits: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((dim, bits)).astype(np.float32)
 
 
-def write(paths: AnnPaths, index: Any, meta: dict[str, Any]) -> None:
-    """Atomically replace the files (index first, meta second); caller holds the snapshot lock."""
-    faiss = get_faiss()
+def encode(vectors: np.ndarray, proj: np.ndarray) -> np.ndarray:
+    out = np.empty((len(vectors), proj.shape[1] // 8), dtype=np.uint8)
+    for s in range(0, len(vectors), _CHUNK):
+        out[s : s + _CHUNK] = np.packbits(vectors[s : s + _CHUNK] @ proj > 0, axis=1)
+    return out
+
+
+@dataclass
+class AnnIndex:
+    codes: np.ndarray  # (n, bits/8) uint8
+    ids: np.ndarray  # (n,) int64 face ids, ascending
+    proj: np.ndarray  # (dim, bits) float32
+    seed: int
+    binary: Any = None  # faiss.IndexBinaryFlat over the codes (built on load)
+
+    @property
+    def bits(self) -> int:
+        return int(self.proj.shape[1])
+
+    def searcher(self) -> Any:
+        if self.binary is None:
+            idx = get_faiss().IndexBinaryFlat(self.bits)
+            idx.add(self.codes)
+            self.binary, self.codes = idx, np.zeros((0, self.bits // 8), np.uint8)  # one copy is enough
+        return self.binary
+
+
+def build(vectors: np.ndarray, ids: np.ndarray, *, seed: int = SEED) -> AnnIndex:
+    """Codes of unit ``vectors`` (n, dim) with their face ids (ascending)."""
+    proj = directions(vectors.shape[1], n_bits(vectors.shape[1]), seed)
+    return AnnIndex(encode(vectors, proj), np.ascontiguousarray(ids, dtype=np.int64), proj, seed)
+
+
+def write(paths: AnnPaths, index: AnnIndex, meta: dict[str, Any]) -> None:
+    """Atomically replace the files (codes first, meta second); caller holds the snapshot lock."""
     paths.index.parent.mkdir(parents=True, exist_ok=True)
-    tmp_index, tmp_meta = paths.index.with_suffix(".ivf.tmp"), paths.meta.with_suffix(".json.tmp")
+    tmp_index, tmp_meta = paths.index.with_suffix(".npz.tmp"), paths.meta.with_suffix(".json.tmp")
     try:
-        faiss.write_index(index, str(tmp_index))
-        _fsync(tmp_index)
+        with open(tmp_index, "wb") as fh:
+            np.savez(fh, codes=index.codes, ids=index.ids)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp_index, paths.index)
-        full = dict(meta, ntotal=int(index.ntotal), nlist=int(index.nlist), written_at=time.time())
+        full = dict(meta, ntotal=len(index.ids), bits=index.bits, seed=index.seed, written_at=time.time())
         tmp_meta.write_text(json.dumps(full))
         _fsync(tmp_meta)
         os.replace(tmp_meta, paths.meta)
@@ -92,6 +121,19 @@ def write(paths: AnnPaths, index: Any, meta: dict[str, Any]) -> None:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
         raise
+
+
+def read(paths: AnnPaths, meta: dict[str, Any], dim: int) -> AnnIndex | None:
+    try:
+        with np.load(paths.index) as z:
+            codes, ids = z["codes"], z["ids"]
+    except (OSError, ValueError, KeyError):
+        return None
+    bits = meta.get("bits")
+    if bits != n_bits(dim) or codes.shape != (meta["ntotal"], bits // 8) or len(ids) != meta["ntotal"]:
+        return None
+    return AnnIndex(np.ascontiguousarray(codes), ids.astype(np.int64), directions(dim, bits, int(meta["seed"])),
+                    int(meta["seed"]))
 
 
 def _fsync(path: Path) -> None:
@@ -107,15 +149,16 @@ def read_meta(paths: AnnPaths) -> dict[str, Any] | None:
         meta = json.loads(paths.meta.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(meta, dict) or not all(isinstance(meta.get(k), int) for k in ("sid", "seq", "max_id", "ntotal")):
+    keys = ("sid", "seq", "max_id", "ntotal", "bits", "seed")
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(k), int) for k in keys):
         return None
     return meta
 
 
 def remove(paths: AnnPaths) -> bool:
-    """Delete the files (meta first: an index without its meta is never used); caller holds the lock."""
+    """Delete the files (meta first: codes without their meta are never used); caller holds the lock."""
     removed = False
-    for p in (paths.meta, paths.index, paths.index.with_suffix(".ivf.tmp"), paths.meta.with_suffix(".json.tmp")):
+    for p in (paths.meta, paths.index, paths.index.with_suffix(".npz.tmp"), paths.meta.with_suffix(".json.tmp")):
         try:
             p.unlink()
             removed = True
@@ -136,14 +179,14 @@ def due(paths: AnnPaths, sid: int, flat: FlatIndex) -> bool:
 class AnnCache:
     """One process's loaded copy of an event's approximate index; reloaded when the file changes."""
 
-    def __init__(self, paths: AnnPaths, nprobe: int = DEFAULT_NPROBE) -> None:
+    def __init__(self, paths: AnnPaths, sigmas: float = DEFAULT_SIGMAS) -> None:
         self.paths = paths
-        self.nprobe = int(nprobe)
-        self.index: Any = None
+        self.sigmas = float(sigmas)
+        self.index: AnnIndex | None = None
         self.meta: dict[str, Any] | None = None
         self._stamp: tuple[int, int] | None = None
 
-    def current(self, sid: int) -> tuple[Any, dict[str, Any]] | None:
+    def current(self, sid: int, dim: int) -> tuple[AnnIndex, dict[str, Any]] | None:
         try:
             st = os.stat(self.paths.meta)
         except OSError:
@@ -154,13 +197,9 @@ class AnnCache:
             self.index = self.meta = None
             self._stamp = stamp
             meta = read_meta(self.paths)
-            if meta is not None:
-                try:
-                    index = get_faiss().read_index(str(self.paths.index))
-                except RuntimeError:  # missing or torn: stay exact until the next build
-                    index = None
-                if index is not None and int(index.ntotal) == meta["ntotal"]:
-                    self.index, self.meta = index, meta
+            index = read(self.paths, meta, dim) if meta is not None else None  # torn or missing: exact
+            if index is not None:
+                self.index, self.meta = index, meta
         if self.index is None or self.meta is None or self.meta["sid"] != sid:
             return None
         return self.index, self.meta
@@ -174,13 +213,19 @@ def cosine_bound(spec: RankSpec) -> float:
     return math.sqrt(max(0.0, 1.0 - (t / qn) ** 2)) if qn > 0 else -1.0
 
 
+def radius(bound: float, bits: int, sigmas: float) -> int:
+    """Hamming radius: the distance expected at the bound's angle plus ``sigmas`` deviations."""
+    p = math.acos(max(-1.0, min(1.0, bound))) / math.pi
+    return int(min(bits, math.ceil(bits * p + sigmas * math.sqrt(bits * p * (1.0 - p)))))
+
+
 def search(
     cache: AnnCache | None, sid: int, flat: FlatIndex, query: np.ndarray, spec: RankSpec, min_faces: int
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """(rows, exact cosines) of the candidates, or None: the caller runs the exact scan."""
     if cache is None or min_faces <= 0 or flat.n_alive < min_faces:
         return None
-    loaded = cache.current(sid)
+    loaded = cache.current(sid, flat.dim)
     if loaded is None:
         return None
     index, meta = loaded
@@ -189,8 +234,9 @@ def search(
         return None
     q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, flat.dim)
     bound = cosine_bound(spec)
-    index.nprobe = min(cache.nprobe, int(index.nlist))
-    _lims, _dist, labels = index.range_search(q, bound - MARGIN)
+    code = np.packbits(q @ index.proj > 0, axis=1)
+    _lims, _dist, found = index.searcher().range_search(code, radius(bound, index.bits, cache.sigmas) + 1)
+    labels = index.ids[found] if len(found) else np.zeros(0, np.int64)  # faiss keeps distance < radius
     pos = np.zeros(0, np.int64)
     if len(labels) and tail_start:
         pos = np.minimum(np.searchsorted(flat.ids[:tail_start], labels), tail_start - 1)
@@ -199,7 +245,7 @@ def search(
     scores = flat.matrix[pos] @ q[0] if len(pos) else np.zeros(0, np.float32)
     if tail_start < flat.n_total:  # faces newer than the index: exact scan (a view, no copy)
         tail_scores = flat.matrix[tail_start:] @ q[0]
-        tail = np.flatnonzero((tail_scores >= bound - MARGIN) & flat.alive[tail_start:])
+        tail = np.flatnonzero((tail_scores >= bound) & flat.alive[tail_start:])
         pos = np.concatenate((pos, tail + tail_start))
         scores = np.concatenate((scores, tail_scores[tail]))
     return pos.astype(np.int64, copy=False), scores.astype(np.float32, copy=False)

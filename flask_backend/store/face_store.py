@@ -102,7 +102,7 @@ class FaceStore:
         busy_timeout_s: float = 60.0,
         checkpoint_wait_s: float = 2.0,
         ann_min_faces: int = 0,
-        ann_nprobe: int = ann.DEFAULT_NPROBE,
+        ann_sigmas: float = ann.DEFAULT_SIGMAS,
     ) -> None:
         """Open (creating if needed) the store under ``data_dir``.
 
@@ -123,7 +123,7 @@ class FaceStore:
         self.tombstone_retention_s = float(tombstone_retention_s)
         self.checkpoint_wait_s = float(checkpoint_wait_s)
         self.ann_min_faces = int(ann_min_faces)
-        self.ann_nprobe = int(ann_nprobe)
+        self.ann_sigmas = float(ann_sigmas)
         self._locks = snapshot.SnapshotLocks(self.data_dir)
         self._guard = threading.Lock()
         self._pid = os.getpid()
@@ -557,7 +557,7 @@ class FaceStore:
             flat = entry.flat
             assert flat is not None
             if entry.ann is None and self.ann_min_faces > 0:
-                entry.ann = ann.AnnCache(ann.AnnPaths.of(self.data_dir, space.name, event_id), self.ann_nprobe)
+                entry.ann = ann.AnnCache(ann.AnnPaths.of(self.data_dir, space.name, event_id), self.ann_sigmas)
             hits = ann.search(entry.ann, int(entry.sid or 0), flat, q, spec, self.ann_min_faces)
             if hits is None:
                 ranks, kind = ranking.exact_photo_ranks(flat, q, spec), "exact"
@@ -913,7 +913,7 @@ class FaceStore:
             return 0
         removed = 0
         stems = {p.name.removesuffix(".tmp") for p in directory.iterdir()}
-        for event_id in sorted({s.removesuffix(".ivf").removesuffix(".json") for s in stems}):
+        for event_id in sorted({s.removesuffix(".npz").removesuffix(".json") for s in stems}):
             try:
                 validate_event_id(event_id)
             except ApiError:
