@@ -234,7 +234,7 @@ def search(
         return None
     q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, flat.dim)
     bound = cosine_bound(spec)
-    code = np.packbits(q @ index.proj > 0, axis=1)
+    code = np.packbits(np.einsum("d,db->b", q[0], index.proj) > 0)[None, :]  # no BLAS threads
     _lims, _dist, found = index.searcher().range_search(code, radius(bound, index.bits, cache.sigmas) + 1)
     labels = index.ids[found] if len(found) else np.zeros(0, np.int64)  # faiss keeps distance < radius
     pos = np.zeros(0, np.int64)
@@ -242,9 +242,9 @@ def search(
         pos = np.minimum(np.searchsorted(flat.ids[:tail_start], labels), tail_start - 1)
         pos = pos[flat.ids[pos] == labels]
         pos = pos[flat.alive[pos]]
-    scores = flat.matrix[pos] @ q[0] if len(pos) else np.zeros(0, np.float32)
+    scores = np.einsum("nd,d->n", flat.matrix[pos], q[0]) if len(pos) else np.zeros(0, np.float32)
     if tail_start < flat.n_total:  # faces newer than the index: exact scan (a view, no copy)
-        tail_scores = flat.matrix[tail_start:] @ q[0]
+        tail_scores = flat.scores(q[0], tail_start)
         tail = np.flatnonzero((tail_scores >= bound) & flat.alive[tail_start:])
         pos = np.concatenate((pos, tail + tail_start))
         scores = np.concatenate((scores, tail_scores[tail]))

@@ -211,6 +211,21 @@ class FlatIndex:
         self._changed()
 
     # -- search -------------------------------------------------------------
+    def scores(self, query: np.ndarray, start: int = 0) -> np.ndarray:
+        """Inner product of the (dim,) float32 query with every row from ``start`` on (dead rows: 0).
+
+        faiss's single-threaded SIMD kernel, not ``matrix @ q``: numpy's BLAS may run a matrix-
+        vector product on every core, which on a busy box costs 10-50x more than one thread."""
+        n = self.n_total - start
+        out = np.empty(max(n, 0), dtype=np.float32)
+        if n > 0:
+            faiss = get_faiss()
+            q = np.ascontiguousarray(query, dtype=np.float32).reshape(self.dim)
+            sp = faiss.swig_ptr
+            faiss.fvec_inner_products_ny(sp(out), sp(q), sp(self._buf[start:]), self.dim, n)
+        return out
+
+
     def _selector(self) -> Any:
         if not self.n_dead:
             return None

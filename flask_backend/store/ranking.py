@@ -3,8 +3,8 @@
 A match must cost what its score computation costs, however many faces pass the threshold.
 So nothing here makes a Python object per qualifying face:
 
-- scores of every face of the event come from one matrix-vector product over the cached
-  matrix (``FlatIndex.matrix``); masked (deleted) rows get -inf;
+- scores of every face of the event come from one pass over the cached matrix
+  (``FlatIndex.scores``, single-threaded SIMD); masked (deleted) rows get -inf;
 - each face knows its photo (``FlatIndex.pids``, aligned with the rows). Faces of one photo
   are written in one transaction, so their ids, and therefore their rows, are contiguous:
   ``np.maximum.reduceat`` over the photo runs gives every photo's best face in one pass
@@ -110,7 +110,7 @@ def exact_photo_ranks(flat: FlatIndex, query: np.ndarray, spec: RankSpec) -> Pho
     """Every photo's best face from one scan of the event's matrix."""
     if flat.n_total == 0 or flat.n_alive == 0:
         return PhotoRanks(np.zeros(0, np.int64), np.zeros(0), lambda sel: np.zeros(0, np.int64))
-    scores = flat.matrix @ np.ascontiguousarray(query, dtype=np.float32).reshape(flat.dim)
+    scores = flat.scores(query)
     rank = face_ranks(flat, scores, spec)
     if flat.n_dead:
         rank[~flat.alive] = _NO_MATCH
