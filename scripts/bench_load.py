@@ -117,13 +117,13 @@ def build_events(data_dir: Path, pack: Path, big: bool) -> dict:
 
 
 class Server:
-    def __init__(self, data_dir: Path, pack: Path, log: Path, extra_env: dict[str, str]) -> None:
+    def __init__(self, data_dir: Path, pack: Path, log: Path, extra_env: dict[str, str], repo: Path = REPO) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEMATCH_", "PROMETHEUS_"))}
         env.update(FACEMATCH_DATA_DIR=str(data_dir), FACEMATCH_V2_PACK=str(pack),
                    FACEMATCH_BIND=f"127.0.0.1:{self.port}", FACEMATCH_LOG_LEVEL="INFO", **extra_env)
-        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], cwd=REPO, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], cwd=repo, env=env,
                                      stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
         import requests
 
@@ -381,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--soak-every", type=int, default=2_000)
     p.add_argument("--pack", default=str(ASSETS / "models" / "det500m_mbf128"))
     p.add_argument("--data-dir", default=None, help="parent of the temporary data dir")
+    p.add_argument("--server-repo", default=str(REPO), help="serve another checkout (A/B in the same conditions, "
+                   "e.g. `git archive main | tar -x -C /tmp/main`); its config and code, these events")
     args = p.parse_args(argv)
     wrk = need_wrk() if not args.soak else ""
     big = not args.quick and not args.soak
@@ -399,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
             s = FaceStore(tmp / "data")
             put(s, info["v2"], "e100k-ann-exact", info["ann_x"])
             s.close()
-        server = Server(tmp / "data", pack, tmp / "gunicorn.log", {"FACEMATCH_ANN_MIN_FACES": "50000"})
+        server = Server(tmp / "data", pack, tmp / "gunicorn.log", {"FACEMATCH_ANN_MIN_FACES": "50000"},
+                        Path(args.server_repo))
         workers = len(server.workers())
         print(f"gunicorn: {workers} workers (gunicorn.conf.py defaults), cores {os.cpu_count()}, "
               f"load average {os.getloadavg()[0]:.1f} at start", flush=True)

@@ -58,7 +58,8 @@ def test_recall_floor_against_exact_search(event):
         approx, kinds = _photos(store, q)
         assert kinds == {"approximate"}
         truth = dict(exact)
-        assert all(p in truth and s == truth[p] for p, s in approx), "only rows exact search returns, same scores"
+        # only rows exact search returns, with its scores (exact rescoring; kernels may differ in the last bit)
+        assert all(p in truth and abs(s - truth[p]) < 1e-5 for p, s in approx)
         assert [p for p, _ in approx] == [p for p, _ in exact if p in dict(approx)], "same order"
         hit += len(approx)
         want += len(exact)
