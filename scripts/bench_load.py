@@ -122,7 +122,8 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEMATCH_", "PROMETHEUS_"))}
         env.update(FACEMATCH_DATA_DIR=str(data_dir), FACEMATCH_V2_PACK=str(pack),
-                   FACEMATCH_BIND=f"127.0.0.1:{self.port}", FACEMATCH_LOG_LEVEL="INFO", **extra_env)
+                   FACEMATCH_BIND=f"127.0.0.1:{self.port}", FACEMATCH_LOG_LEVEL="INFO",
+                   FACEMATCH_RATE_LIMITS_ENABLED="0", **extra_env)  # capacity, from one address
         self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], cwd=repo, env=env,
                                      stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
         import requests

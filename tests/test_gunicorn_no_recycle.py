@@ -3,6 +3,7 @@ latency spikes of worker recycling (engines and caches reloaded while requests q
 
 from __future__ import annotations
 
+import re
 import threading
 
 import numpy as np
@@ -19,7 +20,7 @@ THREADS = 4
 
 def test_no_worker_restarts_during_5000_requests(tmp_path, pack_dir, monkeypatch):
     env = {"FACEMATCH_DATA_DIR": str(tmp_path / "data"), "FACEMATCH_V2_PACK": str(pack_dir),
-           "FACEMATCH_LOG_LEVEL": "INFO"}
+           "FACEMATCH_LOG_LEVEL": "INFO", "FACEMATCH_RATE_LIMITS_ENABLED": "0"}  # 5,000 requests from one address
     for name in ("FACEMATCH_WEB_MAX_REQUESTS", "FACEMATCH_WEB_MAX_REQUESTS_JITTER"):
         monkeypatch.delenv(name, raising=False)  # the defaults of gunicorn.conf.py, as shipped
     log = tmp_path / "gunicorn.log"
@@ -59,4 +60,5 @@ def test_no_worker_restarts_during_5000_requests(tmp_path, pack_dir, monkeypatch
     assert statuses == {200: REQUESTS}, statuses
     assert "Autorestarting worker" not in text
     assert text.count("Booting worker") == 2, text[-2000:]
-    assert len(pids) == 2, pids
+    booted = set(re.findall(r"Booting worker with pid: (\d+)", text))
+    assert len(booted) == 2 and pids <= booted, (pids, booted)  # every answer came from an original worker
