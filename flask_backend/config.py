@@ -65,6 +65,9 @@ class Settings:
     storage_retry_after: int = 5  # Retry-After seconds of 503 storage_unavailable
     storage_min_free_bytes: int = 16 << 20  # /health is degraded below this much free space
     storage_busy_timeout: float = 60.0  # seconds a write waits for the database lock before 503
+    # onnxruntime's CPU memory arena + memory patterns keep buffers of every input shape seen
+    # (SCRFD's input follows the photo's aspect ratio): off keeps RSS flat (bench_load --soak).
+    onnx_cpu_arena: bool = False
     # --- service -------------------------------------------------------------
     api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()

@@ -13,7 +13,7 @@ every worker, and runs ``wrk -t2 -c16`` (selfies: -c1 / -c4) per scenario. Print
 scenario: req/s, p50, p90, p99, non-2xx, RSS of each worker after it, and req/s as a ratio of
 ``GET /health`` measured in the same run (the framework floor). Then the targets of issue 8.
 
-Soak (``--soak``): after a warm-up, N (20,000) requests from 4 client threads: embedding
+Soak (``--soak``): after a warm-up (2,000 requests spread over the workers), N (20,000) requests from 4 client threads: embedding
 matches (70%), selfie matches with real photos re-encoded at varied sizes and aspect ratios
 (20%), embedding ingests (10%); RSS of each worker every 2,000 requests, and the growth from
 the first point to the last (target < 5%).
@@ -304,7 +304,7 @@ def check_targets(rows: list[dict], recall: float | None) -> None:
         print(f"  [{'PASS' if ok else 'FAIL'}] {text}")
 
 
-def soak(server: Server, total: int, every: int, workers: int) -> None:
+def soak(server: Server, total: int, every: int, workers: int, warmup: int = 2000) -> None:
     """Mixed requests from 4 threads; RSS of each worker every ``every`` requests."""
     import requests
     from PIL import Image
@@ -353,10 +353,19 @@ def soak(server: Server, total: int, every: int, workers: int) -> None:
                     print(f"  {count['n']:>6} requests: RSS/worker MB {', '.join(f'{v:.0f}' for v in curve[-1][1])}",
                           flush=True)
 
-    print("warm-up: 1,000 mixed requests", flush=True)
-    sess = requests.Session()
-    for j in range(1000):
-        one(sess, 10_000_000 + j)
+    print(f"warm-up: {warmup:,} mixed requests from 4 threads, a new connection each (every worker warms)",
+          flush=True)
+
+    def warm_client(seed: int) -> None:
+        for j in range(warmup // 4):
+            with requests.Session() as fresh:
+                one(fresh, 10_000_000 * (seed + 1) + j)
+
+    warmers = [threading.Thread(target=warm_client, args=(k,)) for k in range(4)]
+    for t in warmers:
+        t.start()
+    for t in warmers:
+        t.join()
     base = server.rss_mb()
     print(f"after warm-up: RSS/worker MB {', '.join(f'{v:.0f}' for v in base)}")
     threads = [threading.Thread(target=client, args=(k, total // 4)) for k in range(4)]
@@ -382,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--soak-every", type=int, default=2_000)
     p.add_argument("--pack", default=str(ASSETS / "models" / "det500m_mbf128"))
     p.add_argument("--data-dir", default=None, help="parent of the temporary data dir")
+    p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra setting for the server (repeatable), e.g. FACEMATCH_ONNX_CPU_ARENA=1")
     p.add_argument("--server-repo", default=str(REPO), help="serve another checkout (A/B in the same conditions, "
                    "e.g. `git archive main | tar -x -C /tmp/main`); its config and code, these events")
     args = p.parse_args(argv)
@@ -402,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
             s = FaceStore(tmp / "data")
             put(s, info["v2"], "e100k-ann-exact", info["ann_x"])
             s.close()
-        server = Server(tmp / "data", pack, tmp / "gunicorn.log", {"FACEMATCH_ANN_MIN_FACES": "50000"},
+        extra = dict(kv.split("=", 1) for kv in args.server_env)
+        server = Server(tmp / "data", pack, tmp / "gunicorn.log", {"FACEMATCH_ANN_MIN_FACES": "50000", **extra},
                         Path(args.server_repo))
         workers = len(server.workers())
         print(f"gunicorn: {workers} workers (gunicorn.conf.py defaults), cores {os.cpu_count()}, "

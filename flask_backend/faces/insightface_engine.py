@@ -108,6 +108,12 @@ class InsightFaceEngine:
         so = onnxruntime.SessionOptions()
         so.intra_op_num_threads = max(1, self._settings.onnx_threads)
         so.inter_op_num_threads = 1
+        # SCRFD's input follows each photo's aspect ratio (fitted_input), so shapes vary: the CPU
+        # arena and the per-shape memory patterns would keep every size's buffers for good (RSS
+        # grows with the variety of photos seen). Plain allocations keep a worker's RSS flat.
+        arena = bool(self._settings.onnx_cpu_arena)
+        so.enable_cpu_mem_arena = arena
+        so.enable_mem_pattern = arena
         providers = resolve_providers(self._settings.onnx_providers)
         app = FaceAnalysis(
             name=str(self._pack_dir),
