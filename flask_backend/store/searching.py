@@ -130,6 +130,10 @@ class Searching:
         assert entry.flat is not None
         applied = 0
         if entry.seq < seq:
+            if not entry.purge and sql.deleted_since(c, sid, entry.seq):
+                # deleted elsewhere (another process or host): this host's snapshot and
+                # approximate index hold those vectors; _maintain removes them after the search
+                entry.purge = True
             applied = self._apply_changes(entry.flat, c, sid, entry.seq)
             entry.seq = seq
             entry.changes += applied

@@ -31,7 +31,8 @@ class SnapshotUpkeep:
         if entry.purge:
             with self._locks.hold(name, event_id):
                 snapshot.remove(snapshot.SnapshotPaths.of(self.data_dir, name, event_id))
-            entry.purge, entry.snap_seq = False, None
+                ann.remove(ann.AnnPaths.of(self.data_dir, name, event_id))
+            entry.purge, entry.snap_seq, entry.ann = False, None, None
         if flat.n_alive < self.snapshot_min_faces:
             return
         paths = snapshot.SnapshotPaths.of(self.data_dir, name, event_id) if applied else None
