@@ -97,6 +97,7 @@ class Searching:
                 if row is None:
                     entry.reset()
                     self._cache.drop(key)
+                    self._forget_files(event_id, space.name)  # deleted on another host: our copies go too
                     raise sql.missing(c, event_id, space.name)
                 recorded = Space(space.name, row["engine"], row["model_id"], row["dim"])
                 if recorded != Space(space.name, space.engine, space.model_id, int(space.dim)):
@@ -107,6 +108,13 @@ class Searching:
             self._cache.count("searches")
             self._maintain(entry, applied)
         self._cache.enforce_budget(key)
+
+    def _forget_files(self, event_id: str, name: str) -> None:
+        paths, apaths = snapshot.SnapshotPaths.of(self.data_dir, name, event_id), ann.AnnPaths.of(self.data_dir, name, event_id)
+        if any(p.exists() for p in (paths.meta, paths.faiss, apaths.index, apaths.meta)):
+            with self._locks.hold(name, event_id):
+                snapshot.remove(paths)
+                ann.remove(apaths)
 
     def _hits(self, c: Any, ids: np.ndarray, scores: np.ndarray) -> list[Hit]:
         if len(ids) == 0:
