@@ -32,7 +32,8 @@ def pg_bin() -> Path | None:
 class PostgresCluster:
     """initdb + pg_ctl start/stop/restart of one private cluster."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, listen: str = "127.0.0.1", wrap: list[str] | None = None) -> None:
+        """``listen``: the address served; ``wrap``: a command prefix (e.g. ``ip netns exec A``)."""
         bindir = pg_bin()
         if bindir is None:
             pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
@@ -41,21 +42,27 @@ class PostgresCluster:
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.port = free_port()
+        self.listen = listen
+        self.wrap = wrap or []
         self.as_root = os.geteuid() == 0
         if self.as_root:
             shutil.chown(self.root, "postgres", "postgres")
         self.run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
+        if listen != "127.0.0.1":  # a private network of test namespaces (tests/netns_fixtures.py)
+            with (self.data / "pg_hba.conf").open("a") as f:
+                f.write(f"host all all {listen.rsplit('.', 1)[0]}.0/24 trust\n")
 
     def run(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         cmd = [str(self.bin / tool), *args]
         if self.as_root:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        cmd = [*self.wrap, *cmd]
         # never a pipe for the server's output: pg_ctl's child would keep it open
         return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               check=check, timeout=120)
 
     def pg_ctl(self, action: str, *extra: str) -> None:
-        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=300"
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses={self.listen} -c max_connections=300"
         self.run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.log), "-w", "-t", "60", *extra, action)
 
     def start(self) -> None:
@@ -68,7 +75,7 @@ class PostgresCluster:
         self.run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
 
     def url(self, db: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+        return f"postgresql://postgres@{self.listen}:{self.port}/{db}"
 
     def new_database(self) -> str:
         """A fresh, empty database; its URL."""

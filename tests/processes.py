@@ -28,11 +28,15 @@ def free_port() -> int:
 class Gunicorn:
     """``gunicorn -c gunicorn.conf.py`` with FACEMATCH_* settings, as operators run it."""
 
-    def __init__(self, env: dict[str, str], workers: int = 3, log: Path | None = None) -> None:
+    def __init__(self, env: dict[str, str], workers: int = 3, log: Path | None = None, *,
+                 host: str = "127.0.0.1", wrap: list[str] | None = None) -> None:
+        """``host``/``wrap``: serve on another address, e.g. in a test namespace (tests/netns_fixtures.py)."""
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.host = host
+        self.wrap = wrap or []
+        self.url = f"http://{host}:{self.port}"
         # rate limits off unless the test asks for them (every test speaks from 127.0.0.1)
-        self.env = {**os.environ, "FACEMATCH_RATE_LIMITS_ENABLED": "0", **env, "FACEMATCH_BIND": f"127.0.0.1:{self.port}",
+        self.env = {**os.environ, "FACEMATCH_RATE_LIMITS_ENABLED": "0", **env, "FACEMATCH_BIND": f"{host}:{self.port}",
                     "FACEMATCH_WEB_WORKERS": str(workers), "FACEMATCH_ACCESS_LOG": ""}
         self.log = log
         self.proc: subprocess.Popen | None = None
@@ -40,7 +44,7 @@ class Gunicorn:
     def __enter__(self) -> Self:
         out = open(self.log, "wb") if self.log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "flask_backend:create_app()"],
+            [*self.wrap, sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "flask_backend:create_app()"],
             cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + 90
