@@ -79,7 +79,9 @@ def test_copies_every_table_verifies_and_reruns_safely(postgres_cluster, tmp_pat
 
     refused = migrate(data, url)  # would lose what a host wrote to PostgreSQL since
     assert refused.returncode == 2 and "--replace" in refused.stderr
-    assert "written-on-postgres" in {p.photo_id for p in FaceStore(tmp_path / "h2", store_url=url).list_photos("ev0")}
+    host = FaceStore(tmp_path / "h2", store_url=url)
+    assert "written-on-postgres" in {p.photo_id for p in host.list_photos("ev0")}
+    host.close()
 
 
 class store_sqlite:

@@ -170,7 +170,9 @@ def test_restart_under_traffic_answers_unavailable_then_recovers_losing_nothing(
         t.join(timeout=30)
     assert not [k for k in outcomes if k.startswith("other")], outcomes
     assert outcomes.get("write_ok", 0) > 5 and outcomes.get("read_ok", 0) > 5
-    listed = {p.photo_id for p in FaceStore(tmp_path / "fresh", store_url=url).list_photos("ev")}
+    fresh = FaceStore(tmp_path / "fresh", store_url=url)
+    listed = {p.photo_id for p in fresh.list_photos("ev")}
+    fresh.close()
     assert set(acked) <= listed  # nothing acknowledged was lost
     after = len(acked)
     writer.put_photo("ev", "final", V2, faces(10**6))

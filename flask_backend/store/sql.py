@@ -41,17 +41,20 @@ def _postgres(c: Any) -> bool:
     return getattr(c, "dialect", "sqlite") == "postgres"
 
 
-def in_ids(c: Any, values: Iterable[int]) -> tuple[str, Any]:
-    """``(sql, param)`` for ``col IN <sql>`` over a list of integers passed as ONE parameter."""
+def in_ids(c: Any, col: str, values: Iterable[int]) -> tuple[str, Any]:
+    """``(condition, param)``: ``col`` is one of a list of integers passed as ONE parameter.
+
+    PostgreSQL: ``= ANY(array)`` (an index scan per element; an ``IN (SELECT unnest …)``
+    may be planned as a scan of the whole table). SQLite: a JSON array through json_each."""
     if _postgres(c):
-        return "(SELECT unnest(?::bigint[]))", [int(v) for v in values]
-    return "(SELECT value FROM json_each(?))", "[" + ",".join(str(int(v)) for v in values) + "]"
+        return f"{col} = ANY(?::bigint[])", [int(v) for v in values]
+    return f"{col} IN (SELECT value FROM json_each(?))", "[" + ",".join(str(int(v)) for v in values) + "]"
 
 
-def in_texts(c: Any, values: Iterable[str]) -> tuple[str, Any]:
+def in_texts(c: Any, col: str, values: Iterable[str]) -> tuple[str, Any]:
     if _postgres(c):
-        return "(SELECT unnest(?::text[]))", list(values)
-    return "(SELECT value FROM json_each(?))", json.dumps(list(values))
+        return f"{col} = ANY(?::text[])", list(values)
+    return f"{col} IN (SELECT value FROM json_each(?))", json.dumps(list(values))
 
 
 def _for_update(c: Any) -> str:
@@ -187,17 +190,17 @@ def delete_faces(c: Any, event_id: str, space_name: str, ids: list[int], now: fl
     if not ids:
         return 0
     sid, seq = int(row[0]), int(row[1]) + 1
-    frag, param = in_ids(c, ids)
-    found = c.execute(f"SELECT face_id, pid FROM faces WHERE face_id IN {frag} AND sid=?", (param, sid)).fetchall()
+    frag, param = in_ids(c, "face_id", ids)
+    found = c.execute(f"SELECT face_id, pid FROM faces WHERE {frag} AND sid=?", (param, sid)).fetchall()
     if not found:
         return 0
-    frag, param = in_ids(c, [f for f, _ in found])
+    frag, param = in_ids(c, "face_id", [f for f, _ in found])
     c.execute(
         f"INSERT INTO tombstones (sid, seq, face_id, kind, created_at) SELECT ?, ?, face_id, ?, ? FROM faces "
-        f"WHERE face_id IN {frag}",
+        f"WHERE {frag}",
         (sid, seq, TOMB_DELETED, now, param),
     )
-    c.execute(f"DELETE FROM faces WHERE face_id IN {frag}", (param,))
+    c.execute(f"DELETE FROM faces WHERE {frag}", (param,))
     per_photo: dict[int, int] = {}
     for _f, pid in found:
         per_photo[pid] = per_photo.get(pid, 0) + 1
@@ -272,8 +275,8 @@ def photo_state(c: Any, event_id: str, photo_id: str, space_name: str) -> PhotoS
 
 
 def photo_states(c: Any, event_id: str, space_name: str, photo_ids: Sequence[str]) -> dict[str, PhotoState]:
-    frag, param = in_texts(c, photo_ids)
-    rows = c.execute(_PHOTO_STATE + f" AND s.name=? AND p.photo_id IN {frag}", (event_id, space_name, param)).fetchall()
+    frag, param = in_texts(c, "p.photo_id", photo_ids)
+    rows = c.execute(_PHOTO_STATE + f" AND s.name=? AND {frag}", (event_id, space_name, param)).fetchall()
     return {r[0]: _state(r) for r in rows}
 
 
@@ -326,10 +329,10 @@ def event_summary(c: Any, event_id: str) -> dict | None:
 
 def hit_rows(c: Any, face_ids: list[int]) -> dict[int, Sequence[Any]]:
     """face_id -> (face_id, photo_id, x1, y1, x2, y2, det_score, norm)."""
-    frag, param = in_ids(c, face_ids)
+    frag, param = in_ids(c, "f.face_id", face_ids)
     rows = c.execute(
         "SELECT f.face_id, p.photo_id, f.x1, f.y1, f.x2, f.y2, f.det_score, f.norm "
-        f"FROM faces f JOIN photos p ON p.pid = f.pid WHERE f.face_id IN {frag}",
+        f"FROM faces f JOIN photos p ON p.pid = f.pid WHERE {frag}",
         (param,),
     ).fetchall()
     return {int(r[0]): r for r in rows}
@@ -337,17 +340,17 @@ def hit_rows(c: Any, face_ids: list[int]) -> dict[int, Sequence[Any]]:
 
 def page_rows(c: Any, face_ids: list[int]) -> Iterator[Sequence[Any]]:
     """(face_id, photo_id, source_url, x1, y1, x2, y2) of a result page's best faces."""
-    frag, param = in_ids(c, face_ids)
+    frag, param = in_ids(c, "f.face_id", face_ids)
     return iter(c.execute(
         "SELECT f.face_id, p.photo_id, p.source_url, f.x1, f.y1, f.x2, f.y2 FROM faces f "
-        f"JOIN photos p ON p.pid = f.pid WHERE f.face_id IN {frag}",
+        f"JOIN photos p ON p.pid = f.pid WHERE {frag}",
         (param,),
     ).fetchall())
 
 
 def photo_names(c: Any, pids: list[int]) -> list[Sequence[Any]]:
-    frag, param = in_ids(c, pids)
-    return c.execute(f"SELECT pid, photo_id, source_url FROM photos WHERE pid IN {frag}", (param,)).fetchall()
+    frag, param = in_ids(c, "pid", pids)
+    return c.execute(f"SELECT pid, photo_id, source_url FROM photos WHERE {frag}", (param,)).fetchall()
 
 
 # -- change log (catch-up) ----------------------------------------------------
@@ -385,8 +388,8 @@ def face_meta(c: Any, sid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def embeddings(c: Any, sid: int, face_ids: list[int]) -> dict[int, bytes]:
-    frag, param = in_ids(c, face_ids)
-    rows = c.execute(f"SELECT face_id, embedding FROM faces WHERE face_id IN {frag} AND sid=?", (param, sid)).fetchall()
+    frag, param = in_ids(c, "face_id", face_ids)
+    rows = c.execute(f"SELECT face_id, embedding FROM faces WHERE {frag} AND sid=?", (param, sid)).fetchall()
     return {int(r[0]): bytes(r[1]) for r in rows}
 
 
