@@ -1,4 +1,4 @@
-"""A real gunicorn with 3 workers on one data dir, plus a separate writer process and HTTP
+"""On SQLite and on PostgreSQL: a real gunicorn with 3 workers on one data dir, plus a separate writer process and HTTP
 ingest through several paths at once: every acknowledged photo is matched by every worker
 within 1 s, and the final counts are exact (no duplicates, nothing lost)."""
 
@@ -30,9 +30,10 @@ def _unit_vectors(n: int, seed: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def test_every_worker_sees_every_acknowledged_photo_within_a_second(tmp_path, pack_dir, faces_dir):
+def test_every_worker_sees_every_acknowledged_photo_within_a_second(tmp_path, pack_dir, faces_dir, store_backend):
     data = tmp_path / "data"
-    env = {"FACEMATCH_DATA_DIR": str(data), "FACEMATCH_V2_PACK": str(pack_dir), "FACEMATCH_LOG_LEVEL": "WARNING"}
+    env = {"FACEMATCH_DATA_DIR": str(data), "FACEMATCH_V2_PACK": str(pack_dir), "FACEMATCH_LOG_LEVEL": "WARNING",
+           **store_backend.env()}
     writer_vecs, http_vecs = _unit_vectors(N_WRITER, 1), _unit_vectors(N_HTTP, 2)
     np.save(tmp_path / "writer.npy", writer_vecs)
     vector_of = {f"w{i:05d}": v for i, v in enumerate(writer_vecs)} | {f"h{i:05d}": v for i, v in enumerate(http_vecs)}
@@ -73,7 +74,7 @@ def test_every_worker_sees_every_acknowledged_photo_within_a_second(tmp_path, pa
 
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.ingest_writer", str(data), str(pack_dir), EVENT,
-             str(tmp_path / "writer.npy"), "w", "--repeat", "2", "--delay", "0.02"],
+             str(tmp_path / "writer.npy"), "w", "--repeat", "2", "--delay", "0.02", "--store-url", store_backend.url or ""],
             cwd=REPO, stdout=subprocess.PIPE, stderr=(tmp_path / "writer.err").open("w"), text=True,
         )
 

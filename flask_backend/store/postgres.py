@@ -1,8 +1,8 @@
 """The PostgreSQL backend: one database shared by every web and ingest host (``FACEMATCH_STORE_URL``).
 
 - Connections come from a per-process ``psycopg_pool.ConnectionPool`` (made lazily in each
-  process: never carried through ``fork``); each checkout is checked, so connections broken
-  by a server restart are replaced instead of failing requests after recovery.
+  process: never carried through ``fork``). A connection broken by a server restart fails its
+  BEGIN and is replaced at once (no extra round trip per request to check connections).
 - Reads run in one ``REPEATABLE READ READ ONLY`` transaction (the space's seq and the faces
   it vouches for come from one snapshot, as SQLite's read transaction); writes run in READ
   COMMITTED and lock the space rows they bump (store/sql.py), so concurrent writers of one
@@ -209,7 +209,7 @@ class PostgresBackend:
                 if self._pool is None:
                     self._pool = psycopg_pool.ConnectionPool(
                         self.url, kwargs=self._kwargs, min_size=1, max_size=self.pool_max, open=True,
-                        timeout=self.connect_timeout_s, check=psycopg_pool.ConnectionPool.check_connection,
+                        timeout=self.connect_timeout_s,
                         reconnect_timeout=0, name="facematch-store",
                     )
                 pool = self._pool
@@ -231,8 +231,18 @@ class PostgresBackend:
 
     @contextlib.contextmanager
     def _transaction(self, begin: str) -> Iterator[PgConn]:
-        with self._faults(), self._get_pool().connection(timeout=self.connect_timeout_s) as raw:
-            raw.execute(begin)
+        with self._faults():
+            for attempt in range(self.pool_max + 1):
+                pool = self._get_pool()
+                raw = pool.getconn(timeout=self.connect_timeout_s)
+                try:
+                    raw.execute(begin)
+                except psycopg.OperationalError:
+                    pool.putconn(raw)  # a session the server ended: the pool closes it; take another
+                    if attempt == self.pool_max:
+                        raise
+                    continue
+                break
             conn = PgConn(raw)
             self._local.conn = conn
             try:
@@ -245,6 +255,7 @@ class PostgresBackend:
                 raise
             finally:
                 self._local.conn = None
+                pool.putconn(raw)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[PgConn]:

@@ -138,19 +138,19 @@ class Searching:
         assert entry.flat is not None
         applied = 0
         if entry.seq < seq:
-            if not entry.purge and sql.deleted_since(c, sid, entry.seq):
-                # deleted elsewhere (another process or host): this host's snapshot and
-                # approximate index hold those vectors; _maintain removes them after the search
-                entry.purge = True
-            applied = self._apply_changes(entry.flat, c, sid, entry.seq)
+            applied = self._apply_changes(entry.flat, c, sid, entry.seq, entry)
             entry.seq = seq
             entry.changes += applied
             self._cache.count("syncs")
         entry.flat.maybe_compact()
         return applied
 
-    def _apply_changes(self, flat: FlatIndex, c: Any, sid: int, since: int) -> int:
-        gone = sql.tombstoned_since(c, sid, since)
+    def _apply_changes(self, flat: FlatIndex, c: Any, sid: int, since: int, entry: Entry | None = None) -> int:
+        gone, deleted = sql.tombstoned_since(c, sid, since)
+        if deleted and entry is not None:
+            # deleted elsewhere (another process or host): this host's snapshot and approximate
+            # index hold those vectors; _maintain removes them after the search
+            entry.purge = True
         n = flat.remove(np.asarray(gone, dtype=np.int64)) if gone else 0
         return n + _add(flat, sql.face_chunks(c, sid, since, flat.dim))
 

@@ -354,8 +354,10 @@ def photo_names(c: Any, pids: list[int]) -> list[Sequence[Any]]:
 
 
 # -- change log (catch-up) ----------------------------------------------------
-def tombstoned_since(c: Any, sid: int, since: int) -> list[int]:
-    return [int(r[0]) for r in c.execute("SELECT face_id FROM tombstones WHERE sid=? AND seq>?", (sid, since)).fetchall()]
+def tombstoned_since(c: Any, sid: int, since: int) -> tuple[list[int], bool]:
+    """Faces removed after ``since``, and whether any was deleted (not just replaced)."""
+    rows = c.execute("SELECT face_id, kind FROM tombstones WHERE sid=? AND seq>?", (sid, since)).fetchall()
+    return [int(r[0]) for r in rows], any(int(r[1]) == TOMB_DELETED for r in rows)
 
 
 def face_chunks(c: Any, sid: int, since: int, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
