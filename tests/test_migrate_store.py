@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-from flask_backend.store import FaceRecord, FaceStore, Space, access_db
+from flask_backend.store import FaceRecord, FaceStore, Space, access_db, thumbnails_db
 from flask_backend.store.postgres import TABLES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,6 +49,11 @@ def test_copies_every_table_verifies_and_reruns_safely(postgres_cluster, tmp_pat
         access_db.set_access(c, "ev0", "code", "scrypt$x", "org")
         access_db.add_forget_record(c, "ev0", "client", {"v2": 1}, ["p2"])
         access_db.secret(c, "forget")
+        data_bytes = b"\x00thumb\xff"
+        thumbnails_db.put_thumbnail(c, "ev0", "p2", thumbnails_db.Thumbnail(
+            "image/webp", data_bytes, thumbnails_db.etag_of(data_bytes), 4, 3, 400, 300))
+        thumbnails_db.put_outcome(c, thumbnails_db.Outcome("ev0", "bad", "failed", "fetch_failed", "404", None,
+                                                           "worker", None, 0, 2, 1.0))
     store.close()
 
     url = postgres_cluster.new_database()
@@ -66,6 +71,8 @@ def test_copies_every_table_verifies_and_reruns_safely(postgres_cluster, tmp_pat
     assert [(h.face_id, h.photo_id) for h in pg.search("ev2", V2, q)] == [(h.face_id, h.photo_id) for h in old.search("ev2", V2, q)]
     with pg.db.read() as c:
         assert access_db.get_access(c, "ev0").mode == "code"
+        assert thumbnails_db.get_thumbnail(c, "ev0", "p2").data == b"\x00thumb\xff"
+        assert thumbnails_db.get_outcome(c, "ev0", "bad").code == "fetch_failed"
     old.put_photo("ev0", "late", V2, faces(9, 1, 32))  # the source moved on before the switch
     old.close()
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import errors
-from . import ann, snapshot, sql
+from . import ann, snapshot, sql, thumbnails_db
 from .backends import open_backend
 from .cache import EntryCache
 from .errors import Health, storage_faults
@@ -152,6 +152,7 @@ class FaceStore(Searching, SnapshotUpkeep):
         validate_photo_id(photo_id)
         with self._db.write() as c:
             out = sql.delete_photo(c, event_id, photo_id, time.time(), self.tombstone_retention_s)
+            thumbnails_db.delete_photo_rows(c, event_id, photo_id)
         self._after_delete(event_id, list(out))
         self._cache.count("photo_deletes")
         return out
@@ -186,8 +187,9 @@ class FaceStore(Searching, SnapshotUpkeep):
         out: dict[str, int] = {}
         with self._db.write() as c:
             rows = sql.event_sids(c, event_id)
-            if not rows:
+            if not rows and not thumbnails_db.event_has_rows(c, event_id):
                 raise errors.unknown_event(event_id)
+            thumbnails_db.delete_event_rows(c, event_id)
             for sid, name in rows:
                 out[name] = sql.drop_sid(c, sid)
         self._after_delete(event_id, list(SPACE_NAMES), forget=True, bulk=True)
@@ -273,7 +275,7 @@ class FaceStore(Searching, SnapshotUpkeep):
 
     @property
     def db(self) -> Any:  # SqliteBackend or PostgresBackend
-        """The database, for the tables kept next to the faces (access_db.py)."""
+        """The database, for the tables kept next to the faces (access_db.py, thumbnails_db.py)."""
         return self._db
 
     def close(self) -> None:

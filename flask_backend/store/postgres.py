@@ -98,6 +98,16 @@ _V1 = [
     "CREATE INDEX IF NOT EXISTS forget_requests_event ON forget_requests (event_id, rid)",
     """CREATE TABLE IF NOT EXISTS access_secrets (
         name TEXT PRIMARY KEY, value BYTEA NOT NULL, created_at DOUBLE PRECISION NOT NULL)""",
+    # thumbnails and ingest outcomes (thumbnails_db.py)
+    """CREATE TABLE IF NOT EXISTS thumbnails (
+        event_id TEXT NOT NULL, photo_id TEXT NOT NULL, mime TEXT NOT NULL, data BYTEA NOT NULL, etag TEXT NOT NULL,
+        width INTEGER NOT NULL, height INTEGER NOT NULL, src_width INTEGER NOT NULL, src_height INTEGER NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (event_id, photo_id))""",
+    """CREATE TABLE IF NOT EXISTS ingest_outcomes (
+        event_id TEXT NOT NULL, photo_id TEXT NOT NULL, status TEXT NOT NULL, code TEXT, message TEXT,
+        source_url TEXT, via TEXT NOT NULL, origin TEXT, faces INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0, updated_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (event_id, photo_id))""",
+    "CREATE INDEX IF NOT EXISTS ingest_outcomes_status ON ingest_outcomes (event_id, status, updated_at)",
 ]
 MIGRATIONS: list[list[str]] = [_V1]  # MIGRATIONS[v-1] takes a database from v-1 to v
 assert len(MIGRATIONS) == SCHEMA_VERSION
@@ -106,6 +116,7 @@ assert len(MIGRATIONS) == SCHEMA_VERSION
 TABLES = {
     "spaces": "sid", "photos": "pid", "faces": "face_id", "tombstones": None,
     "api_keys": None, "event_access": None, "forget_requests": "rid", "access_secrets": None,
+    "thumbnails": None, "ingest_outcomes": None,
 }
 
 
