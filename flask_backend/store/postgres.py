@@ -32,7 +32,7 @@ import psycopg_pool
 
 from .errors import Health, StorageError, StorageFull, StorageUnavailable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _LOCK_KEY = 0x46_4D_53_43  # "FMSC": the advisory lock every host takes to migrate
 
 # Same tables and meaning as SQLite's (db.py, access_db.py); ids are identities so the
@@ -109,7 +109,10 @@ _V1 = [
         attempts INTEGER NOT NULL DEFAULT 0, updated_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (event_id, photo_id))""",
     "CREATE INDEX IF NOT EXISTS ingest_outcomes_status ON ingest_outcomes (event_id, status, updated_at)",
 ]
-MIGRATIONS: list[list[str]] = [_V1]  # MIGRATIONS[v-1] takes a database from v-1 to v
+# Version 2 (face quality, issue 10): NULL for faces stored before and for precomputed vectors.
+_V2 = ["ALTER TABLE faces ADD COLUMN IF NOT EXISTS " + col + " DOUBLE PRECISION"
+       for col in ("size_px", "sharpness", "yaw", "pitch", "quality")]
+MIGRATIONS: list[list[str]] = [_V1, _V2]  # MIGRATIONS[v-1] takes a database from v-1 to v
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 # Tables a copy (scripts/migrate_store.py) moves, with their identity column (None: natural key).

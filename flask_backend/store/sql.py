@@ -24,6 +24,13 @@ FETCH_CHUNK = 8192
 PRUNE_EVERY = 64  # try pruning old tombstones once per this many writes to a space
 PRUNE_SCAN = 20_000
 
+# A face's stored fields by how many prepare_faces gives: the box, det_score and norm; plus
+# the face quality columns once faces carry them (schema 2 on both backends).
+_FACE_COLUMNS = {
+    6: "x1, y1, x2, y2, det_score, norm",
+    11: "x1, y1, x2, y2, det_score, norm, size_px, sharpness, yaw, pitch, quality",
+}
+
 _SPACE_KEYS = ("sid", "engine", "model_id", "dim", "seq", "tomb_floor", "n_faces")
 
 
@@ -108,9 +115,9 @@ def put_one(
         delta.photos += 1
     if k:
         emb = emb.astype("<f4", copy=False)
+        cols = _FACE_COLUMNS[len(meta[0])]
         c.executemany(
-            "INSERT INTO faces (sid, pid, seq, x1, y1, x2, y2, det_score, norm, embedding) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO faces (sid, pid, seq, {cols}, embedding) VALUES ({','.join('?' * (len(meta[0]) + 4))})",
             [(sid, pid, seq, *m, emb[i].tobytes()) for i, m in enumerate(meta)],
         )
     delta.faces += k
