@@ -47,3 +47,18 @@ def test_thumbnails_and_outcomes_follow_their_photos(tmp_path, store_backend):
     with store.db.read() as c:
         assert not tdb.event_has_rows(c, "ev")
     store.close()
+
+
+def test_face_quality_is_stored_on_both_backends(tmp_path, store_backend):
+    """Schema 2 (issue 10): each face's quality columns, NULL for precomputed vectors."""
+    from flask_backend.store import FaceQualityRow
+
+    store = store_backend.open(tmp_path / "data")
+    q = FaceQualityRow(size_px=120.0, sharpness=0.7, yaw=5.0, pitch=-3.0, score=0.85)
+    store.put_photo("ev", "a", V2, [FaceRecord(np.ones(8), (1, 2, 3, 4), 0.9, quality=q)])
+    store.put_photo("ev", "b", V2, [FaceRecord(-np.ones(8), (1, 2, 3, 4), 0.9)])
+    with store.db.read() as c:
+        rows = c.execute("SELECT p.photo_id, f.size_px, f.sharpness, f.yaw, f.pitch, f.quality FROM faces f "
+                         "JOIN photos p ON p.pid = f.pid ORDER BY p.photo_id").fetchall()
+    assert [tuple(r) for r in rows] == [("a", 120.0, 0.7, 5.0, -3.0, 0.85), ("b", None, None, None, None, None)]
+    store.close()
