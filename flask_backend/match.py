@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import errors
+from . import errors, thumbnails
 from .config import Settings
 from .services import Services
 
@@ -128,9 +128,11 @@ def find_v1(services: Services, event_id: str, raw_query: np.ndarray, tolerance:
 
 
 def rows_json(services: Services, event_id: str, space: str, rows: Sequence[PhotoMatch]) -> list[dict]:
-    """Match rows as JSON, each with its photo's source URL (the ``image_url`` given at ingest)."""
+    """Match rows as JSON, each with its photo's source URL (the ``image_url`` given at ingest)
+    and its thumbnail's URL (one more query for all rows, thumbnails.row_fields)."""
     states = services.store.photo_states(event_id, space, [r.photo_id for r in rows])
-    return [{**r.to_json(space), "url": s.source_url if (s := states.get(r.photo_id)) else None} for r in rows]
+    out = [{**r.to_json(space), "url": s.source_url if (s := states.get(r.photo_id)) else None} for r in rows]
+    return thumbnails.row_fields(services, event_id, out)
 
 
 def _row(h: Hit, rank: float, score: float, distance: float | None = None) -> PhotoMatch:

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .thumbnails_db import SCHEMA as THUMBNAILS_SCHEMA  # thumbnails, ingest outcomes: same file
+
 DB_FILE = "facestore.sqlite3"
 SCHEMA_VERSION = 1
 
@@ -143,7 +145,7 @@ class Database:
             version = c.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} has schema {version}, newer than this code ({SCHEMA_VERSION})")
-            for stmt in SCHEMA.split(";"):
+            for stmt in (SCHEMA + THUMBNAILS_SCHEMA).split(";"):
                 if stmt.strip():
                     c.execute(stmt)
             if version < SCHEMA_VERSION:

@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import errors
 from ..errors import ApiError
-from . import snapshot
+from . import snapshot, thumbnails_db
 from .db import DB_FILE, TOMB_DELETED, TOMB_REPLACED, Database
 from .ids import validate_event_id, validate_photo_id
 from .index import FlatIndex, get_faiss
@@ -278,6 +278,7 @@ class FaceStore:
             ).fetchall()
             if not rows:
                 raise errors.unknown_photo(event_id, photo_id)
+            thumbnails_db.delete_photo_rows(c, event_id, photo_id)
             for sid, name, seq, pid, faces in rows:
                 seq = int(seq) + 1
                 c.execute(
@@ -352,8 +353,9 @@ class FaceStore:
         out: dict[str, int] = {}
         with self._db.write() as c:
             rows = c.execute("SELECT sid, name FROM spaces WHERE event_id=?", (event_id,)).fetchall()
-            if not rows:
+            if not rows and not thumbnails_db.event_has_rows(c, event_id):
                 raise errors.unknown_event(event_id)
+            thumbnails_db.delete_event_rows(c, event_id)
             for sid, name in rows:
                 out[name] = self._drop_sid(c, int(sid))
         self._after_delete(event_id, list(SPACE_NAMES), forget=True)
@@ -910,6 +912,11 @@ class FaceStore:
             "cache": cached,
             "counters": counters,
         }
+
+    @property
+    def db(self) -> Database:
+        """The database, for the tables kept next to the faces (thumbnails_db.py)."""
+        return self._db
 
     def close(self) -> None:
         """Close this process's database connections and drop its caches."""
