@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 LOOKAHEAD = 3  # photos fetched ahead of the one being written
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp", "HEIF": ".heic"}
+MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "TIFF": "image/tiff", "BMP": "image/bmp",
+        "HEIF": "image/heif"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
 
 

@@ -6,7 +6,8 @@ from flask import Blueprint, Response, jsonify, request
 
 from .. import errors, outcomes, photo_zip, thumbnails
 from ..errors import ApiError
-from ..ingest import ingest_photo
+from ..imaging import sniff_format
+from ..ingest import fetch_bytes, ingest_photo
 from ..sources.claims import FIRESTORE_ORIGIN
 from ..store.ids import validate_event_id, validate_photo_id
 from ..store.thumbnails_db import OUTCOME_STATUSES
@@ -69,6 +70,28 @@ def photos_zip(event_id: str):
     missing = [(pid, "not a photo of this event") for pid in ids if pid not in urls]
     response = Response(photo_zip.stream_zip(svc, photos, missing), mimetype="application/zip")
     response.headers["Content-Disposition"] = f'attachment; filename="{event_id}-photos.zip"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/<event_id>/photos/<path:photo_id>/download")
+def download(event_id: str, photo_id: str):
+    """One original, as a download (the page's viewer): fetched through the SSRF-safe fetcher,
+    since the browser may not download from the photo host itself (other origin, CSP)."""
+    svc = services()
+    validate_event_id(event_id)
+    validate_photo_id(photo_id)
+    Fields()  # refuses bodies that are neither JSON nor a form
+    urls = source_urls(event_id, [photo_id])
+    if photo_id not in urls:
+        raise errors.unknown_photo(event_id, photo_id)
+    url = urls[photo_id]
+    if not url or not url.lower().startswith(("http://", "https://")):
+        raise errors.retry_unavailable(photo_id)
+    data = fetch_bytes(svc, url)
+    name = photo_zip.entry_name(photo_id, data, set())
+    response = Response(data, mimetype=photo_zip.MIME.get(sniff_format(data) or "", "application/octet-stream"))
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     response.headers["Cache-Control"] = "no-store"
     return response
 

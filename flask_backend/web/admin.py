@@ -7,13 +7,21 @@ goes to the JSON API with ``X-API-Key``. The same CSP as the selfie page: no inl
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, request
 
 from .pages import _page
 
 bp = Blueprint("admin", __name__)
 
 
+DEFAULT_REFRESH_MS = 3000
+
+
 @bp.get("/admin")
 def admin():
-    return _page("admin.html")
+    """``?refresh_ms=`` changes how often the counts refresh (tests use a short one)."""
+    try:
+        refresh = min(60_000, max(500, int(request.args.get("refresh_ms", DEFAULT_REFRESH_MS))))
+    except ValueError:
+        refresh = DEFAULT_REFRESH_MS
+    return _page("admin.html", refresh_ms=refresh)
