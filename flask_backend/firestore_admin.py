@@ -37,5 +37,5 @@ def retry_pending(origin: str) -> None:
         claims.retry_pending(client(), origin)
     except errors.ApiError:
         raise
-    except Exception as exc:  # Firestore unreachable, document gone
+    except Exception as exc:  # noqa: BLE001 - Firestore unreachable, document gone: say so
         raise errors.firestore_unavailable(f"{type(exc).__name__}: {exc}"[:300]) from None

@@ -19,7 +19,7 @@ from .imaging import DecodedImage
 from .imaging.thumbnail import make_thumbnail
 from .services import Services
 from .store import thumbnails_db
-from .store.thumbnails_db import Thumbnail, ThumbInfo
+from .store.thumbnails_db import ThumbInfo, Thumbnail
 
 log = logging.getLogger(__name__)
 
