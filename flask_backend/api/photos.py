@@ -33,8 +33,8 @@ def thumbnail(event_id: str, photo_id: str):
 
 
 def _photo_ids(fields: Fields, limit: int) -> list[str]:
-    value = fields.json_value("photo_ids") if fields.is_json else fields.raw("photo_ids", None)
-    if isinstance(value, str):
+    value = fields.raw("photo_ids", None)
+    if isinstance(value, str) and not fields.is_json:  # one form field
         value = [value]
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise errors.invalid_field("'photo_ids' must be a non-empty list of photo ids")
