@@ -65,10 +65,25 @@ class Settings:
     thumbnail_url_ttl: int = 3600  # signed thumbnail URLs in match rows stay valid this long (at least)
     cloudinary_thumbnails: bool = False  # Cloudinary sources: thumbnail_url = /upload/w_480,c_limit/ URL
     zip_max_photos: int = 200  # photos in one "download all" zip
+    rate_limit_download: str = "60 per 10 minutes"  # per address: zips and single originals (they fetch photos)
     # --- service -------------------------------------------------------------
     api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
+    # --- access: event codes, keys, rate limits (flask_backend/access/) -----------
+    # "open" keeps existing installs working; the README recommends "code".
+    default_event_access: str = "open"
+    # Only these peers may tell us the client address (X-Forwarded-For); gunicorn.conf.py
+    # reads the same variable. "*": any peer.
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+    rate_limits_enabled: bool = True
+    rate_limit_storage: str = "memory://"  # per worker; redis://host:port/db shares the counts
+    # Limits per client address, in flask-limiter's notation ("off": none). Venue wifi puts
+    # many attendees behind one address: the search limit is generous, the others are not.
+    rate_limit_search: str = "120 per minute"  # match, embed, detect, analyze, verify
+    rate_limit_forget: str = "10 per hour"
+    rate_limit_ingest: str = "1200 per minute"  # per API key
+    rate_limit_event_code: str = "10 per 10 minutes"  # wrong codes, per address and event
 
     def __post_init__(self) -> None:
         # Paths and lists arrive as text (env) or as str/list overrides: normalise them once here.

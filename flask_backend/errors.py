@@ -276,6 +276,46 @@ def engine_not_ready(message: str, **extra: Any) -> tuple[str, dict[str, Any]]:
     return message, extra
 
 
+# --- access (keys, event codes, forget, rate limits) -------------------------------------
+@_error(400, "field_not_allowed")
+def field_not_allowed(name: str, why: str) -> tuple[str, dict[str, Any]]:
+    """A field the endpoint refuses to take from a request (e.g. forget's bar)."""
+    return f"'{name}' is not accepted here: {why}", {"field": name}
+
+
+@_error(400, "invalid_access")
+def invalid_access(message: str) -> str:
+    """A bad event access setting (mode / code)."""
+    return message
+
+
+@_error(400, "invalid_query")
+def invalid_query(name: str, message: str) -> tuple[str, dict[str, Any]]:
+    return message, {"field": name}
+
+
+@_error(403, "forbidden")
+def forbidden(message: str) -> str:
+    """A valid key outside its role or its events."""
+    return message
+
+
+@_error(403, "event_code_required")
+def event_code_required(event_id: str) -> str:
+    return f"event {event_id!r} needs its code: header X-Event-Code or field event_code"
+
+
+@_error(403, "event_code_invalid")
+def event_code_invalid(event_id: str) -> str:
+    return f"wrong code for event {event_id!r}"
+
+
+@_error(429, "rate_limited")
+def rate_limited(retry_after: int, message: str = "too many requests") -> tuple[str, dict[str, Any]]:
+    """``retry_after`` seconds also go into the Retry-After header (api/errors.py)."""
+    return f"{message}; retry after {retry_after} s", {"retry_after": int(retry_after)}
+
+
 # --- attendee and organizer experience: thumbnails, download all, dashboard ------------------
 @_error(404, "no_thumbnail")
 def no_thumbnail(event_id: str, photo_id: str) -> str:

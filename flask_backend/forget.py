@@ -1,7 +1,10 @@
 """"Forget me": a selfie removes that person's faces from an event, in every space.
 
 Deletion uses a stricter bar than matching (a wrong delete loses someone else's photo
-from their results), and the response lists exactly what was removed.
+from their results), and the response lists exactly what was removed. The bar is the
+server's (FACEMATCH_FORGET_THRESHOLD, else the match default + a margin), never the
+request's: forget needs no API key, so a caller-chosen bar (e.g. -1) would let anyone
+holding any face photo empty an event.
 """
 
 from __future__ import annotations
@@ -22,16 +25,14 @@ from .selfies import selfie_faces
 from .services import Services
 
 
-def forget_threshold(services: Services, requested: float | None) -> float:
-    """The request's threshold, else FACEMATCH_FORGET_THRESHOLD, else the match default + a margin."""
-    if requested is not None:
-        return requested
+def forget_threshold(services: Services) -> float:
+    """FACEMATCH_FORGET_THRESHOLD, else the match default + a margin (never from a request)."""
     if services.settings.forget_threshold is not None:
         return services.settings.forget_threshold
     return v2_threshold(services.settings, services.space("v2").model_id) + FORGET_MARGIN_V2
 
 
-def forget_person(services: Services, event_id: str, images: Sequence[bytes], *, threshold: float | None = None) -> dict:
+def forget_person(services: Services, event_id: str, images: Sequence[bytes]) -> dict:
     store = services.store
     if not store.event_exists(event_id):
         raise errors.unknown_event(event_id)
@@ -42,7 +43,7 @@ def forget_person(services: Services, event_id: str, images: Sequence[bytes], *,
     for name in spaces:
         found = selfie_faces(services, name, images)
         if name == "v2":
-            bar = forget_threshold(services, threshold)
+            bar = forget_threshold(services)
             hits = [(h, h.score) for h in v2_face_hits(services, event_id, combine_v2([f.embedding for f, _ in found], bar), bar)]
         else:
             hits = [(h, 1.0 - d) for h, d in v1_face_hits(services, event_id, combine_v1([f.raw for f, _ in found], FORGET_TOLERANCE_V1), FORGET_TOLERANCE_V1)]

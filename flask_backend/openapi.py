@@ -34,32 +34,41 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
         "dimension_mismatch", "too_many_vectors", "unknown_space", "invalid_source_url", "invalid_limit",
         "invalid_min_score", "invalid_mode", "invalid_cursor",
         "invalid_top_k", "invalid_page_size", "invalid_threshold", "invalid_tolerance", "selfies_disagree",
+        "field_not_allowed", "invalid_access", "invalid_query",
+        "too_many_photos",
     ),
     401: ("unauthorized",),
-    404: ("unknown_event", "not_indexed", "unknown_photo", "not_found"),
+    403: ("forbidden", "event_code_required", "event_code_invalid"),
+    404: ("unknown_event", "not_indexed", "unknown_photo", "not_found", "no_thumbnail"),
     405: ("method_not_allowed",),
-    409: ("space_mismatch",),
+    409: ("space_mismatch", "retry_unavailable"),
     413: ("image_too_large", "request_too_large"),
     415: ("unsupported_image", "unsupported_media_type"),
     422: ("no_face",),
     429: ("rate_limited",),
     500: ("internal_error",),
-    503: ("engine_not_ready",),
+    503: ("engine_not_ready", "firestore_unavailable"),
 }
 ERROR_MEANING = {
     400: "Bad input.",
     401: "Missing or invalid `X-API-Key` (only when the server has API keys configured).",
     404: "`unknown_event`: the event has no photos in any space. `not_indexed`: the event exists but has no "
     "index in this space (frontends fall back to v1). `unknown_photo`: no such photo in the event. "
-    "`not_found`: no such route.",
+    "`not_found`: no such route. `no_thumbnail`: the photo has none (ingested by vector, or before thumbnails: "
+    "`bulk_ingest --thumbnails-only`).",
+    403: "`forbidden`: the key's role or events do not cover this. `event_code_required` / "
+    "`event_code_invalid`: the event is a `code` event; send its code as `X-Event-Code` (or field `event_code`).",
     405: "Method not allowed.",
-    409: "`space_mismatch`: the event's index was built with another model (stale after a pack change).",
+    409: "`space_mismatch`: the event's index was built with another model (stale after a pack change). "
+    "`retry_unavailable`: the photo has no http(s) URL to fetch again.",
     413: "Image or request too large.",
     415: "Not an image format the service accepts (JPEG, PNG, WebP, BMP, TIFF; HEIC when enabled).",
     422: "`no_face`: no face found in the selfie.",
-    429: "Rate limited.",
+    429: "`rate_limited`: too many requests from this address (or too many wrong codes for this event); "
+    "wait `Retry-After` seconds.",
     500: "Internal error; quote the `request_id`.",
-    503: "`engine_not_ready`: the engine of this space is not loaded (e.g. no v2 model pack).",
+    503: "`engine_not_ready`: the engine of this space is not loaded (e.g. no v2 model pack). "
+    "`firestore_unavailable`: a retry of a Firestore photo could not reach Firestore.",
 }
 
 
@@ -102,6 +111,10 @@ def nullable(schema: Schema) -> Schema:
 
 
 FILE = {"type": "string", "format": "binary", "contentMediaType": "image/*"}
+EVENT_CODE = s("the event's code, on a `code` event (or header `X-Event-Code`)", maxLength=256)
+EVENT_CODE_HEADER = {"name": "X-Event-Code", "in": "header", "required": False,
+                     "description": "the event's code, on a `code` event (or field `event_code`)",
+                     "schema": s(maxLength=256)}
 TEXT_NUMBER = s("a number as text; `null` for no limit where allowed")
 
 
@@ -125,6 +138,22 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
     }
     page_required = ("event_id", "matches", "model", "mode", "next_cursor", "total", "queries", "combine")
     url = nullable(s("the photo's source URL (the `image_url` given at ingest), when known"))
+    thumb = {
+        "thumbnail_url": nullable(s("a ~480 px thumbnail (relative to this API; signed on a `code` event), or a "
+                                    "Cloudinary-derived URL; null: none (ingested by vector), show `url`")),
+        "image_width": nullable(integer("the original's width, in which `bbox` is; null when unknown")),
+        "image_height": nullable(integer("the original's height; null when unknown")),
+    }
+    outcome = {
+        "photo_id": s(), "status": s(enum=["done", "no_face", "failed", "retrying", "pending"],
+                                     description="`retrying`: the worker tries again; `pending`: queued again "
+                                     "for the worker by a retry"),
+        "code": nullable(s("error code of a failure")), "message": nullable(s()),
+        "source_url": nullable(s()), "via": s(enum=["api", "worker", "cli"]),
+        "faces": integer(minimum=0), "attempts": integer(minimum=0), "updated_at": num("unix seconds"),
+    }
+    outcome_required = ("photo_id", "status", "code", "message", "source_url", "via", "faces", "attempts",
+                        "updated_at")
     paging = {
         "top_k": nullable(integer(f"best photos to return (default 20, at most {settings.max_top_k}); "
                                   "null means all, like `mode: all`", minimum=1, maximum=settings.max_top_k)),
@@ -150,9 +179,9 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
         ),
         "BBox": bbox,
         "MatchV2": obj({"photo_id": s(), "score": num("cosine similarity of the photo's best face"),
-                        "bbox": ref("BBox"), "url": url}, ("photo_id", "score", "bbox")),
+                        "bbox": ref("BBox"), "url": url, **thumb}, ("photo_id", "score", "bbox")),
         "MatchV1": obj({"photo_id": s(), "distance": num("Euclidean distance between raw descriptors"),
-                        "score": num("1 - distance"), "bbox": ref("BBox"), "url": url},
+                        "score": num("1 - distance"), "bbox": ref("BBox"), "url": url, **thumb},
                        ("photo_id", "distance", "score", "bbox")),
         "MatchV2Response": obj(
             {**page_fields, "matches": arr(ref("MatchV2"), description="one per photo (its best face), best first"),
@@ -168,19 +197,19 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
             {"event_id": s(), "user_embedding": vector, "embedding": vector,
              "embeddings": arr(vector, description="several selfies' embeddings, averaged"),
              **images_json, "threshold": num("cosine threshold (default: the pack's calibrated value)",
-                                             minimum=-1, maximum=1), **paging},
+                                             minimum=-1, maximum=1), **paging, "event_code": EVENT_CODE},
             ("event_id",), extra=True,
         ),
         "MatchV1Request": obj(
             {"event_id": s(), "descriptor": arr(num(), minItems=128, maxItems=128),
              "descriptors": arr(arr(num(), minItems=128, maxItems=128)), **images_json,
              "tolerance": num(f"Euclidean tolerance (default {settings.v1_tolerance:g})", exclusiveMinimum=0,
-                              maximum=2), **paging},
+                              maximum=2), **paging, "event_code": EVENT_CODE},
             ("event_id",), extra=True,
         ),
         "MatchMultipart": obj(
             {"event_id": s(), "image": files, "threshold": TEXT_NUMBER, "tolerance": TEXT_NUMBER,
-             **multipart_paging},
+             **multipart_paging, "event_code": EVENT_CODE},
             ("event_id", "image"), extra=True,
             description="`threshold` for v2, `tolerance` for v1",
         ),
@@ -252,9 +281,61 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
                              "faces_removed": removed_per_space}, ("event_id", "photo_id", "deleted", "faces_removed")),
         "DeletedEvent": obj({"event_id": s(), "deleted": {"type": "boolean"}, "faces_removed": removed_per_space},
                             ("event_id", "deleted", "faces_removed")),
-        "ForgetRequest": obj({**images_json, "threshold": num("v2 cosine bar (default: stricter than matching)")},
-                             extra=True),
-        "ForgetMultipart": obj({"image": files, "threshold": TEXT_NUMBER}, ("image",), extra=True),
+        "ForgetRequest": obj({**images_json, "event_code": EVENT_CODE}, extra=True,
+                             description="the bar is the server's: `threshold`/`tolerance` are refused "
+                             "(400 `field_not_allowed`)"),
+        "ForgetMultipart": obj({"image": files, "event_code": EVENT_CODE}, ("image",), extra=True),
+        "AccessRequest": obj(
+            {"mode": s(enum=["open", "code"]),
+             "code": s("`code` mode: what attendees type or get in their link (6 to 128 printable characters); "
+                       "stored as a salted scrypt hash, never shown again", minLength=6, maxLength=128)},
+            ("mode",), description="`{\"mode\": \"open\"}` or `{\"mode\": \"code\", \"code\": \"…\"}`"),
+        "AccessResponse": obj(
+            {"event_id": s(), "mode": s(enum=["open", "code"]),
+             "default": {"type": "boolean", "description": "no setting for this event: "
+                         "`FACEMATCH_DEFAULT_EVENT_ACCESS` applies"},
+             "updated_at": nullable(num("unix seconds"))},
+            ("event_id", "mode", "default", "updated_at"), description="the mode, never the code"),
+        "ForgetRecord": obj(
+            {"id": integer(minimum=1), "event_id": s(), "created_at": num("unix seconds"),
+             "client_hash": s("keyed HMAC of the client address (server secret): equal for one client, "
+                              "not the address"),
+             "faces_removed": removed_per_space,
+             "photos": arr(s(), description="photos that lost a face")},
+            ("id", "event_id", "created_at", "client_hash", "faces_removed", "photos"),
+            description="no image, no embedding, no address"),
+        "ForgetRecords": obj(
+            {"event_id": s(), "forget_requests": arr(ref("ForgetRecord"), description="newest first"),
+             "next_before": nullable(integer("send as `before` for older records; null on the last page"))},
+            ("event_id", "forget_requests", "next_before")),
+        "PhotosZipRequest": obj(
+            {"photo_ids": arr(s(), minItems=1, maxItems=settings.zip_max_photos,
+                              description=f"at most {settings.zip_max_photos} (a form repeats the field)"),
+             "event_code": EVENT_CODE},
+            ("photo_ids",), extra=True),
+        "DownloadRequest": obj({"event_code": EVENT_CODE}, extra=True),
+        "PhotoOutcome": obj(outcome, outcome_required),
+        "PhotoOutcomes": obj({"event_id": s(), "status": nullable(s()), "photos": arr(ref("PhotoOutcome"),
+                                                                                     description="newest first")},
+                             ("event_id", "status", "photos")),
+        "RetryRequest": obj({}, extra=True, description="no fields: the photo's stored URL is used"),
+        "RetryResponse": obj({"event_id": s(), **outcome}, ("event_id", *outcome_required),
+                             description="the photo's outcome after the retry"),
+        "EventStats": obj(
+            {"event_id": s(), "photos": integer(minimum=0), "faces": integer(minimum=0),
+             "photos_without_faces": integer(minimum=0), "failed": integer(minimum=0),
+             "retrying": integer(minimum=0), "pending": integer(minimum=0),
+             "stale_spaces": arr(s(), description="spaces built with another model than the one loaded"),
+             "spaces": {"type": "object", "additionalProperties": obj(
+                 {"photos": integer(minimum=0), "faces": integer(minimum=0), "model": s()},
+                 ("photos", "faces", "model"))},
+             "updated_at": nullable(num("unix seconds of the last write"))},
+            ("event_id", "photos", "faces", "photos_without_faces", "failed", "retrying", "pending", "stale_spaces",
+             "spaces", "updated_at"),
+            description="`faces` and `photos_without_faces` of the v2 space (v1 when there is no v2)"),
+        "EventList": obj({"events": arr(ref("EventStats"))}, ("events",)),
+        "QrRequest": obj({"code": s("the event's code, to put in the link (must be the code set)", maxLength=128)},
+                         extra=True),
         "ForgetResponse": obj(
             {"event_id": s(),
              "faces_removed": {"type": "object", "additionalProperties": integer(minimum=0)},
@@ -280,7 +361,7 @@ def _ok(schema: str, description: str = "OK") -> dict:
 
 
 def _op(summary: str, tag: str, ok: dict, errors: tuple[int, ...], *, body: dict | None = None,
-        description: str = "", write: bool = False) -> dict:
+        description: str = "", write: bool = False, attendee: bool = False) -> dict:
     responses: dict[str, Any] = {"200": ok}
     for status in sorted({*errors, 500}):
         responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
@@ -292,12 +373,29 @@ def _op(summary: str, tag: str, ok: dict, errors: tuple[int, ...], *, body: dict
     if write:
         op["security"] = [{}, {"ApiKey": []}]
         op["responses"].setdefault("401", {"$ref": "#/components/responses/E401"})
+        op["responses"].setdefault("403", {"$ref": "#/components/responses/E403"})
+    if attendee:  # event access: the code of a `code` event
+        op["x-event-code"] = True
+        op["responses"].setdefault("403", {"$ref": "#/components/responses/E403"})
+        op["responses"].setdefault("429", {"$ref": "#/components/responses/E429"})
+    op["responses"] = dict(sorted(op["responses"].items()))
     return op
 
 
-IMAGE_ERRORS = (400, 413, 415, 422, 503)
+IMAGE_ERRORS = (400, 413, 415, 422, 429, 503)
 MATCH_ERRORS = (400, 404, 409, 413, 415, 422, 503)
-INGEST_ERRORS = (400, 413, 415, 503)
+INGEST_ERRORS = (400, 413, 415, 429, 503)
+
+
+def _binary(mimes: tuple[str, ...], description: str) -> dict:
+    return {"description": description,
+            "content": {m: {"schema": {"type": "string", "format": "binary"}} for m in mimes}}
+
+
+def _form(schema: str) -> dict:
+    """JSON, or a plain form post (what the page submits for a download)."""
+    return {"required": True, "content": {"application/json": {"schema": ref(schema)},
+                                          "application/x-www-form-urlencoded": {"schema": ref(schema)}}}
 
 
 def _html(summary: str, description: str) -> dict:
@@ -317,7 +415,7 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         description="Fills every ready space unless `spaces` says otherwise; the response describes v1."),
     ("/api/v1/match", "POST"): _op(
         "v1: selfie or descriptor → the event's photos", "v1", _ok("MatchV1Response"), MATCH_ERRORS,
-        body=_body("MatchV1Request", "MatchMultipart"),
+        body=_body("MatchV1Request", "MatchMultipart"), attendee=True,
         description="face_recognition semantics: a match when the Euclidean distance between raw descriptors "
         "is <= `tolerance`."),
     ("/api/v2/ingest", "POST"): _op(
@@ -326,7 +424,7 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         description="Fills every ready space unless `spaces` says otherwise; the response describes v2."),
     ("/api/v2/match", "POST"): _op(
         "v2: selfie(s) or embedding → the event's photos", "v2", _ok("MatchV2Response"), MATCH_ERRORS,
-        body=_body("MatchV2Request", "MatchMultipart"),
+        body=_body("MatchV2Request", "MatchMultipart"), attendee=True,
         description="Cosine similarity >= `threshold`. All my photos: `mode: all` (or `top_k: null`) with "
         "`page_size`, then `cursor` = the previous `next_cursor`. Frontends fall back to `/api/v1/match` on "
         "503, 404 `not_indexed`, timeouts and network errors (see `/static/facematch.js`)."),
@@ -337,15 +435,69 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         "v2: every face of an image", "v2", _ok("DetectResponse"), IMAGE_ERRORS,
         body=_body("ImageRequest", "ImageMultipart")),
     ("/api/v2/events/<event_id>", "GET"): _op(
-        "What an event holds, per space", "events", _ok("EventSummary"), (400, 404)),
+        "What an event holds, per space", "events", _ok("EventSummary"), (400, 401, 404), attendee=True,
+        description="An attendee read (the code on a `code` event); with `X-API-Key` the key must cover the "
+        "event (any role)."),
     ("/api/v2/events/<event_id>", "DELETE"): _op(
         "Delete an event in every space, for good", "events", _ok("DeletedEvent"), (400, 404), write=True),
     ("/api/v2/events/<event_id>/photos/<path:photo_id>", "DELETE"): _op(
         "Delete one photo in every space, for good", "events", _ok("DeletedPhoto"), (400, 404), write=True),
     ("/api/v2/events/<event_id>/forget", "POST"): _op(
         "Forget me: a selfie removes that person's faces from the event", "events", _ok("ForgetResponse"),
-        (400, 404, 413, 415, 422, 503), body=_body("ForgetRequest", "ForgetMultipart"),
-        description="The selfie is the proof: no API key needed. Uses a stricter bar than matching."),
+        (400, 404, 413, 415, 422, 503), body=_body("ForgetRequest", "ForgetMultipart"), attendee=True,
+        description="The selfie (and the code of a `code` event) is the proof: no API key needed. Every forget is "
+        "recorded without biometric data (`forget-requests`); rate-limited per address. The bar is the server's "
+        "(`FACEMATCH_FORGET_THRESHOLD`, default stricter than matching), never the request's: a request "
+        "sending `threshold` or `tolerance` is refused with 400 `field_not_allowed`."),
+    ("/api/v2/events/<event_id>/access", "PUT"): _op(
+        "Set who may search the event: open, or its code", "events", _ok("AccessResponse"), (400,),
+        body=_body("AccessRequest", None), write=True,
+        description="Organizer key for the event (or admin). On a `code` event, match (v1 and v2), forget and "
+        "the event summary need the code; wrong codes are rate-limited per address and event."),
+    ("/api/v2/events/<event_id>/access", "GET"): _op(
+        "The event's access mode (never its code)", "events", _ok("AccessResponse"), (400,), write=True),
+    ("/api/v2/events/<event_id>/forget-requests", "GET"): _op(
+        "The forget-me log of the event, newest first", "events", _ok("ForgetRecords"), (400,), write=True,
+        description="Organizer key for the event. No image, no embedding, no address."),
+    ("/api/v2/events/<event_id>/photos/<path:photo_id>/thumbnail", "GET"): _op(
+        "A photo's thumbnail (~480 px), made at ingest", "photos",
+        _binary(("image/webp", "image/jpeg"), "the thumbnail, with `ETag` and `Cache-Control: private`"),
+        (400, 404), attendee=True,
+        description="Same access as match: free on an `open` event; on a `code` event the code (header), a key "
+        "covering the event, or the signed `exp`/`sig` of a `thumbnail_url` from a match answer. "
+        "`If-None-Match` answers 304."),
+    ("/api/v2/events/<event_id>/photos.zip", "POST"): _op(
+        "Download all: the photos' originals as one zip, streamed as it is built", "photos",
+        _binary(("application/zip",), "a zip (STORED entries); photos that could not be fetched are listed in "
+                "`MISSING.txt` inside it"), (400, 404), body=_form("PhotosZipRequest"), attendee=True,
+        description="Originals are fetched through the SSRF-safe fetcher. Same access as match; rate-limited "
+        "per address (`FACEMATCH_RATE_LIMIT_DOWNLOAD`)."),
+    ("/api/v2/events/<event_id>/photos/<path:photo_id>/download", "POST"): _op(
+        "One original, as a download (the page's viewer)", "photos",
+        _binary(("image/jpeg", "image/png", "image/webp", "image/tiff", "image/bmp", "image/heif",
+                 "application/octet-stream"), "the original, `Content-Disposition: attachment`"), (400, 404, 409),
+        body=_form("DownloadRequest"), attendee=True),
+    ("/api/v2/events/<event_id>/photos", "GET"): _op(
+        "What the pipeline did with the event's photos (the dashboard's failures)", "photos", _ok("PhotoOutcomes"),
+        (400,), write=True,
+        description="One row per photo the pipeline was asked to ingest (API, worker, CLI), newest first. "
+        "Any key covering the event."),
+    ("/api/v2/events/<event_id>/photos/<path:photo_id>/retry", "POST"): _op(
+        "Retry a photo: ingest it again from its stored URL", "photos", _ok("RetryResponse"), (400, 404, 409, 503),
+        write=True, body={"required": False, "content": {"application/json": {"schema": ref("RetryRequest")}}},
+        description="A Firestore photo is set back to `pending` for the photo worker instead (status `pending`). "
+        "Organizer key for the event."),
+    ("/api/v2/events", "GET"): _op(
+        "The events a key may see, with their counts (the dashboard)", "photos", _ok("EventList"), (), write=True,
+        description="A scoped key sees the events its patterns match; the dashboard polls it while ingests run."),
+    ("/api/v2/events/<event_id>/qr", "POST"): _op(
+        "The attendee link as a printable SVG QR code", "photos",
+        _binary(("image/svg+xml",), "SVG"), (400,), body={"required": False, "content": {
+            "application/json": {"schema": ref("QrRequest")}}}, write=True,
+        description="`/e/<event_id>`, with `?code=` when `code` is sent (403 `event_code_invalid` unless it is "
+        "the event's code). POST: the code travels in the body, never in an address."),
+    ("/admin", "GET"): _html("Organizer dashboard", "Counts, failures and retries, access code, QR code, "
+                             "delete-event; the organizer key stays in the tab (sessionStorage)."),
     ("/openapi.json", "GET"): {
         "summary": "This description (OpenAPI 3.1)", "tags": ["web"],
         "responses": {"200": {"description": "OpenAPI document",
@@ -358,6 +510,12 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         "responses": {"200": {"description": "Prometheus text format",
                               "content": {"text/plain": {"schema": s()}}}}},
 }
+OPERATIONS[("/api/v2/events/<event_id>/forget-requests", "GET")]["parameters"] = [
+    {"name": "limit", "in": "query", "required": False, "description": "records per page (default 100)",
+     "schema": integer(minimum=1, maximum=1000)},
+    {"name": "before", "in": "query", "required": False, "description": "`next_before` of the previous page",
+     "schema": integer(minimum=1)},
+]
 IGNORED_ENDPOINTS = {"static"}
 _CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
@@ -405,10 +563,12 @@ def build_spec(app: Flask | None = None) -> dict[str, Any]:
             continue
         operation = copy.deepcopy(op)
         names = _CONVERTER.findall(rule)
-        if names:
-            operation["parameters"] = [
-                {"name": n, "in": "path", "required": True, "schema": s()} for n in names
-            ]
+        params = [{"name": n, "in": "path", "required": True, "schema": s()} for n in names]
+        params += operation.pop("parameters", [])
+        if operation.pop("x-event-code", False):
+            params.append(EVENT_CODE_HEADER)
+        if params:
+            operation["parameters"] = params
         operation["operationId"] = f"{method.lower()}{re.sub(r'[^A-Za-z0-9]+', '_', openapi_path(rule))}".rstrip("_")
         paths.setdefault(openapi_path(rule), {})[method.lower()] = operation
     return {
@@ -431,6 +591,7 @@ def build_spec(app: Flask | None = None) -> dict[str, Any]:
             {"name": "v2", "description": "InsightFace space"},
             {"name": "v1", "description": "legacy dlib space (face_recognition / face-api.js descriptors)"},
             {"name": "events", "description": "what an event holds; deletes are for good"},
+            {"name": "photos", "description": "thumbnails, downloads, ingest outcomes and retries, the dashboard"},
             {"name": "service", "description": "operations"},
             {"name": "web", "description": "pages and this description"},
         ],

@@ -17,6 +17,7 @@ from flask_backend.services import Services
 # (the Firestore emulator) really start once per session.
 from tests.firestore_fixtures import firestore_db_fixture, firestore_emulator_fixture, procs_fixture  # noqa: F401
 from tests.http_fixtures import http_server  # noqa: F401
+from tests.processes import redis_server  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = Path(os.environ.get("FACEMATCH_TEST_ASSETS", REPO.parent / "shared")).resolve()
@@ -56,8 +57,11 @@ def group_members(faces_dir: Path) -> dict[str, set[str]]:
 
 
 def make_settings(data_dir: Path, pack: Path | str, **overrides) -> Settings:
-    """Test settings: temp data dir, the given v2 pack, local URLs allowed (test HTTP servers)."""
-    values = {"data_dir": data_dir, "v2_pack": str(pack), "allow_private_urls": True, "log_level": "WARNING"}
+    """Test settings: temp data dir, the given v2 pack, local URLs allowed (test HTTP servers).
+
+    Rate limits are off (every test speaks from 127.0.0.1); tests of the limits turn them on."""
+    values = {"data_dir": data_dir, "v2_pack": str(pack), "allow_private_urls": True, "log_level": "WARNING",
+              "rate_limits_enabled": False}
     values.update(overrides)
     return Settings.from_env({}, **values)
 

@@ -1,16 +1,19 @@
-"""Real processes for tests: a gunicorn server on a free port, and helpers to wait for it."""
+"""Real processes for tests: a gunicorn server and a private redis-server on free ports."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Self
 
+import pytest
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,7 +31,8 @@ class Gunicorn:
     def __init__(self, env: dict[str, str], workers: int = 3, log: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **env, "FACEMATCH_BIND": f"127.0.0.1:{self.port}",
+        # rate limits off unless the test asks for them (every test speaks from 127.0.0.1)
+        self.env = {**os.environ, "FACEMATCH_RATE_LIMITS_ENABLED": "0", **env, "FACEMATCH_BIND": f"127.0.0.1:{self.port}",
                     "FACEMATCH_WEB_WORKERS": str(workers), "FACEMATCH_ACCESS_LOG": ""}
         self.log = log
         self.proc: subprocess.Popen | None = None
@@ -60,3 +64,61 @@ class Gunicorn:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+REDIS_SERVER = Path("/usr/bin/redis-server")
+
+
+class RedisServer:
+    """A private ``redis-server`` (Debian's package) on a free 127.0.0.1 port, nothing on disk."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Self:
+        exe = shutil.which("redis-server") or str(REDIS_SERVER)
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir), "--protected-mode", "yes"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.__exit__()
+        raise RuntimeError("redis-server did not answer PING within 20 s")
+
+    def flush(self) -> None:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(b"FLUSHALL\r\n")
+            s.recv(16)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    """One private redis-server for the session (skips when the Debian package is missing)."""
+    if not (shutil.which("redis-server") or REDIS_SERVER.exists()):
+        pytest.skip("redis-server not found: apt-get install redis-server")
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from PIL import Image
 
 from flask_backend import create_app
 from flask_backend.config import Settings
-from tests.browser_fixtures import LiveServer, artifact, launch_browser, require_browser
+from tests.browser_fixtures import LiveServer, artifact, launch_browser, require_browser, wait_until
 from tests.conftest import make_settings
 from tests.http_fixtures import LocalHTTPServer, Reply
 
@@ -90,15 +89,6 @@ def page(env):
     pg.on("pageerror", lambda exc: pg.log.append(("pageerror", str(exc))))
     yield pg
     context.close()
-
-
-def wait_until(page, expression: str, timeout: float = 30.0) -> None:
-    """Poll ``expression`` with page.evaluate: the page's CSP forbids the eval that wait_for_function needs."""
-    end = time.monotonic() + timeout
-    while not page.evaluate(expression):
-        if time.monotonic() > end:
-            raise TimeoutError(f"still false after {timeout}s: {expression}")
-        time.sleep(0.05)
 
 
 def shoot(page, name: str) -> None:

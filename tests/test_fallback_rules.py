@@ -39,7 +39,7 @@ async (FM) => {
       let body = init.body;
       if (typeof body === "string") body = JSON.parse(body);
       else if (body && body.entries) body = Array.from(body.entries()).map(([k, v]) => [k, typeof v === "string" ? v : "blob:" + v.size]);
-      calls.push({ path, url, body });
+      calls.push({ path, url, body, headers: Object.assign({}, init.headers) });
       const queue = routes[path] || [];
       const spec = queue.length > 1 ? queue.shift() : queue[0];
       if (!spec) return Promise.resolve({ ok: false, status: 404, json: () => Promise.reject(new SyntaxError("not json")) });
@@ -48,6 +48,7 @@ async (FM) => {
         init.signal.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError")));
       });
       return Promise.resolve({ ok: spec.status >= 200 && spec.status < 300, status: spec.status,
+                               headers: { get: (n) => (n === "Retry-After" && spec.retryAfter) || null },
                                json: async () => JSON.parse(spec.text) });
     };
   }
@@ -68,7 +69,7 @@ async (FM) => {
       return out;
     } catch (e) {
       return { ok: false, name: e.name, code: e.code, status: e.status, via: e.via, reason: e.reason,
-               requestId: e.requestId, message: e.message, calls };
+               requestId: e.requestId, message: e.message, retryAfter: e.retryAfter, calls };
     }
   }
 
@@ -80,6 +81,8 @@ async (FM) => {
     "400": [err(400, "invalid_field")], "401": [err(401, "unauthorized")], "413": [err(413, "image_too_large")],
     "415": [err(415, "unsupported_image")], "422": [err(422, "no_face")], "429": [err(429, "rate_limited")],
     "409": [err(409, "space_mismatch")], "500": [err(500, "internal_error")], "502": [html(502)],
+    "403_required": [err(403, "event_code_required")], "403_invalid": [err(403, "event_code_invalid")],
+    "403_forbidden": [err(403, "forbidden")],
     "timeout": ["hang"], "network": ["network"],
   };
   for (const [name, spec] of Object.entries(v2Status)) {
@@ -104,10 +107,15 @@ async (FM) => {
                                            { selfie: null, embedding: { via: "v2", embedding: [0.1, 0.2] } });
   cases.match_embedding_v1 = await run({ [M2]: [ok2], [M1]: [ok1] }, { selfie: null, embedding: { via: "v1", embedding: [0.3] } });
   cases.no_selfie = await run({ [M2]: [ok2] }, { selfie: null });
+  cases.code_on_every_call = await run({ [M2]: [err(503, "engine_not_ready")],
+    [M1]: [json(200, Object.assign(JSON.parse(ok1.text), { next_cursor: "CUR1" })), ok1] },
+    { mode: "all", pageSize: 1, eventCode: "gala-7Q4K" });
+  cases.retry_after = await run({ [M2]: [Object.assign(err(429, "rate_limited"), { retryAfter: "42" })], [M1]: [ok1] });
   const table = {};
   for (const [status, code] of [[503, "engine_not_ready"], [404, "not_indexed"], [404, "unknown_event"], [400, "bad_request"],
                                 [413, "image_too_large"], [415, "unsupported_image"], [422, "no_face"], [401, "unauthorized"],
-                                [429, "rate_limited"], [409, "space_mismatch"], [500, "internal_error"]]) {
+                                [429, "rate_limited"], [409, "space_mismatch"], [500, "internal_error"],
+                                [403, "event_code_required"], [403, "event_code_invalid"], [403, "forbidden"]]) {
     table[status + " " + code] = FM.fallbackReason({ kind: "http", status, code });
   }
   table.timeout = FM.fallbackReason({ kind: "timeout" });
@@ -153,6 +161,7 @@ FALLS_BACK = ["503", "404_not_indexed", "404_no_route", "409", "500", "502", "ti
 SHOWN_TO_USER = {
     "404_unknown_event": "unknown_event", "400": "invalid_field", "401": "unauthorized", "413": "image_too_large",
     "415": "unsupported_image", "422": "no_face", "429": "rate_limited",
+    "403_required": "event_code_required", "403_invalid": "event_code_invalid", "403_forbidden": "forbidden",
 }
 
 
@@ -188,7 +197,8 @@ def test_reason_table(js):
     for key in ("503 engine_not_ready", "404 not_indexed", "409 space_mismatch", "500 internal_error", "timeout", "network"):
         assert table[key], key
     for key in ("404 unknown_event", "400 bad_request", "413 image_too_large", "415 unsupported_image",
-                "422 no_face", "401 unauthorized", "429 rate_limited", "abort"):
+                "422 no_face", "401 unauthorized", "429 rate_limited", "abort",
+                "403 event_code_required", "403 event_code_invalid", "403 forbidden"):
         assert table[key] is None, key
 
 
@@ -248,3 +258,18 @@ def test_match_by_cached_embedding(js):
     case = js["cases"]["match_embedding_v1"]  # a v1 descriptor is matched in v1 only
     assert case["ok"] and case["via"] == "v1" and paths(case) == ["/api/v1/match"]
     assert case["calls"][0]["body"]["descriptor"] == [0.3]
+
+
+def test_event_code_goes_with_every_call_as_a_header(js):
+    case = js["cases"]["code_on_every_call"]
+    assert case["ok"] and case["via"] == "v1" and case["page2"]["via"] == "v1"
+    assert paths(case) == ["/api/v2/match", "/api/v1/match", "/api/v1/match"]
+    assert all(c["headers"].get("X-Event-Code") == "gala-7Q4K" for c in case["calls"]), case["calls"]
+    assert all("gala-7Q4K" not in c["url"] for c in case["calls"])
+    assert "X-Event-Code" not in js["cases"]["v2_200"]["calls"][0]["headers"]
+
+
+def test_rate_limited_error_carries_retry_after(js):
+    case = js["cases"]["retry_after"]
+    assert not case["ok"] and case["code"] == "rate_limited" and paths(case) == ["/api/v2/match"]
+    assert case["retryAfter"] == 42

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from flask_backend import create_app, errors
+from flask_backend.access import keys
 from flask_backend.api.errors import HTTP_CODES
 from flask_backend.openapi import ERROR_CODES, OPERATIONS, build_spec, openapi_path, undocumented_routes
 from tests.conftest import make_settings
@@ -107,7 +108,10 @@ class Recorder:
 
     def send(self, client, method: str, template: str, path: str | None = None, *, expect: int, **kw) -> Any:
         response = client.open(path or template, method=method, **kw)
-        body = response.get_json(silent=True) if response.mimetype == "application/json" else response.get_data(True)
+        if response.mimetype == "application/json":
+            body = response.get_json(silent=True)
+        else:  # pages as text; images, zips and SVGs as bytes
+            body = response.get_data(as_text=response.mimetype.startswith("text/"))
         assert response.status_code == expect, (method, path or template, response.status_code, body)
         self.seen.append(Seen(template, method, response.status_code, response.mimetype, body, kw.get("json")))
         return body
@@ -227,6 +231,7 @@ def observed(app, app_without_v2, faces_dir, pack_dir, tmp_path_factory) -> Iter
         rec.send(c, "DELETE", photo, f"/api/v2/events/{ev}/photos/biden__1.jpg", expect=404)
         rec.send(c, "DELETE", "/api/v2/events/<event_id>", "/api/v2/events/openapi-emb", expect=200)
         rec.send(c, "DELETE", "/api/v2/events/<event_id>", "/api/v2/events/openapi-emb", expect=404)
+        _experience_calls(rec, tmp_path_factory.mktemp("openapi_exp"), pack_dir, srv, emb)
 
     # v2 engine not ready
     n = app_without_v2.test_client()
@@ -241,10 +246,89 @@ def observed(app, app_without_v2, faces_dir, pack_dir, tmp_path_factory) -> Iter
     rec.send(small, "POST", "/api/v2/ingest", expect=401, json={"event_id": ev, "photo_id": "x", "embedding": emb})
     rec.send(small, "DELETE", "/api/v2/events/<event_id>", f"/api/v2/events/{ev}", expect=401)
     rec.send(small, "POST", "/api/face/analyze", expect=413, data={"image": _file(selfie)})
+    _access_calls(rec, tmp, pack_dir, emb, selfie)
     # the same data read with another model: the v2 index is stale
     renamed = create_app(make_settings(app.extensions["facematch"].settings.data_dir, _other_pack(tmp, pack_dir)))
     rec.send(renamed.test_client(), "POST", "/api/v2/match", expect=409, data={"event_id": ev, "image": _file(selfie)})
     yield rec.seen
+
+
+def _access_calls(rec: Recorder, tmp: Path, pack_dir: Path, emb: list[float], selfie: bytes) -> None:
+    """Event access, scoped keys, forget records and rate limits, success and error."""
+    app = create_app(make_settings(tmp / "access", pack_dir, api_keys=("admin-k",), rate_limits_enabled=True,
+                                   rate_limit_event_code="2 per minute"))
+    a = app.test_client()
+    org = {"X-API-Key": keys.create_key(app.extensions["facematch"], "acme", "organizer", ["acme-*"])}
+    access, forget = "/api/v2/events/<event_id>/access", "/api/v2/events/<event_id>/forget"
+    records, event = "/api/v2/events/<event_id>/forget-requests", "/api/v2/events/<event_id>"
+    rec.send(a, "POST", "/api/v2/ingest", expect=200, headers=org,
+             json={"event_id": "acme-1", "photo_id": "e1", "embedding": emb})
+    rec.send(a, "POST", "/api/v2/ingest", expect=403, headers=org,
+             json={"event_id": "other-1", "photo_id": "e1", "embedding": emb})
+    rec.send(a, "GET", access, "/api/v2/events/acme-1/access", expect=200, headers=org)
+    rec.send(a, "GET", access, "/api/v2/events/acme-1/access", expect=401)
+    rec.send(a, "PUT", access, "/api/v2/events/acme-1/access", expect=200, headers=org,
+             json={"mode": "code", "code": "secret-42"})
+    rec.send(a, "PUT", access, "/api/v2/events/acme-1/access", expect=400, headers=org,
+             json={"mode": "code", "code": "abc"})
+    rec.send(a, "PUT", access, "/api/v2/events/other-1/access", expect=403, headers=org, json={"mode": "open"})
+    rec.send(a, "POST", "/api/v2/match", expect=403, json={"event_id": "acme-1", "user_embedding": emb})
+    rec.send(a, "POST", "/api/v2/match", expect=200,
+             json={"event_id": "acme-1", "user_embedding": emb, "event_code": "secret-42"})
+    rec.send(a, "POST", "/api/v1/match", expect=403, json={"event_id": "acme-1", "descriptor": [0.0] * 128})
+    rec.send(a, "GET", event, "/api/v2/events/acme-1", expect=403)
+    rec.send(a, "GET", event, "/api/v2/events/acme-1", expect=200, headers={"X-Event-Code": "secret-42"})
+    rec.send(a, "GET", event, "/api/v2/events/acme-1", expect=401, headers={"X-API-Key": "nope"})
+    rec.send(a, "POST", forget, "/api/v2/events/acme-1/forget", expect=200,
+             data={"image": _file(selfie), "event_code": "secret-42"})
+    rec.send(a, "GET", records, "/api/v2/events/acme-1/forget-requests", expect=200, headers=org)
+    rec.send(a, "GET", records, "/api/v2/events/acme-1/forget-requests?limit=0", expect=400, headers=org)
+    rec.send(a, "GET", records, "/api/v2/events/other-1/forget-requests", expect=403, headers=org)
+    for _ in range(2):
+        rec.send(a, "POST", forget, "/api/v2/events/acme-1/forget", expect=403,
+                 data={"image": _file(selfie), "event_code": "wrong-code"})
+    rec.send(a, "POST", forget, "/api/v2/events/acme-1/forget", expect=429,
+             data={"image": _file(selfie), "event_code": "secret-42"})
+
+
+def _experience_calls(rec: Recorder, tmp: Path, pack_dir: Path, srv: LocalHTTPServer, emb: list[float]) -> None:
+    """Thumbnails, downloads, outcomes, retries, the dashboard's listing and QR: success and error."""
+    app = create_app(make_settings(tmp, pack_dir, api_keys=("admin-k",), ingest_spaces=("v2",), zip_max_photos=3))
+    a, admin = app.test_client(), {"X-API-Key": "admin-k"}
+    ev, photo = "exp-1", "/api/v2/events/<event_id>/photos/<path:photo_id>"
+    rec.send(a, "GET", "/admin", expect=200)
+    rec.send(a, "POST", "/api/v2/ingest", expect=200, headers=admin,
+             json={"event_id": ev, "photo_id": "o1", "image_url": srv.url("/obama__1.jpg")})
+    rec.send(a, "POST", "/api/v2/ingest", expect=200, headers=admin, json={"event_id": ev, "photo_id": "v1",
+                                                                           "embedding": emb})
+    rec.send(a, "POST", "/api/v2/ingest", expect=400, headers=admin,
+             json={"event_id": ev, "photo_id": "gone", "image_url": srv.url("/gone.jpg")})
+    match = rec.send(a, "POST", "/api/v2/match", expect=200, json={"event_id": ev, "user_embedding": emb})
+    thumb = next(m["thumbnail_url"] for m in match["matches"] if m["photo_id"] == "o1")
+    rec.send(a, "GET", photo + "/thumbnail", thumb, expect=200)
+    rec.send(a, "GET", photo + "/thumbnail", f"/api/v2/events/{ev}/photos/v1/thumbnail", expect=404)
+    zip_path = "/api/v2/events/<event_id>/photos.zip"
+    rec.send(a, "POST", zip_path, f"/api/v2/events/{ev}/photos.zip", expect=200, json={"photo_ids": ["o1", "gone"]})
+    rec.send(a, "POST", zip_path, f"/api/v2/events/{ev}/photos.zip", expect=400,
+             json={"photo_ids": ["a", "b", "c", "d"]})
+    rec.send(a, "POST", photo + "/download", f"/api/v2/events/{ev}/photos/o1/download", expect=200, data={})
+    rec.send(a, "POST", photo + "/download", f"/api/v2/events/{ev}/photos/nope/download", expect=404, data={})
+    listing = "/api/v2/events/<event_id>/photos"
+    rec.send(a, "GET", listing, f"/api/v2/events/{ev}/photos?status=failed", expect=200, headers=admin)
+    rec.send(a, "GET", listing, f"/api/v2/events/{ev}/photos?status=bogus", expect=400, headers=admin)
+    rec.send(a, "POST", photo + "/retry", f"/api/v2/events/{ev}/photos/gone/retry", expect=200, headers=admin,
+             json={})
+    rec.send(a, "POST", photo + "/retry", f"/api/v2/events/{ev}/photos/never/retry", expect=404, headers=admin,
+             json={})
+    rec.send(a, "GET", "/api/v2/events", expect=200, headers=admin)
+    rec.send(a, "GET", "/api/v2/events", expect=401)
+    qr = "/api/v2/events/<event_id>/qr"
+    rec.send(a, "POST", qr, f"/api/v2/events/{ev}/qr", expect=200, headers=admin, json={})
+    rec.send(a, "PUT", "/api/v2/events/<event_id>/access", f"/api/v2/events/{ev}/access", expect=200,
+             headers=admin, json={"mode": "code", "code": "open-sesame"})
+    rec.send(a, "POST", qr, f"/api/v2/events/{ev}/qr", expect=403, headers=admin, json={"code": "not-it-at-all"})
+    rec.send(a, "GET", photo + "/thumbnail", thumb, expect=403)  # unsigned, no code: refused
+    rec.send(a, "POST", zip_path, f"/api/v2/events/{ev}/photos.zip", expect=403, json={"photo_ids": ["o1"]})
 
 
 def _validator(spec: dict, pointer: str):
@@ -312,4 +396,4 @@ def test_every_api_operation_was_exercised(app, observed):
             if path.startswith(API_PREFIXES) and path != "/health":
                 assert any(s >= 400 for s in statuses), f"no error of {method.upper()} {path} was validated"
     all_statuses = {s.status for s in observed}
-    assert {400, 401, 404, 409, 413, 415, 422, 503} <= all_statuses
+    assert {400, 401, 403, 404, 409, 413, 415, 422, 429, 503} <= all_statuses

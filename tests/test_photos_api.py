@@ -296,13 +296,20 @@ def test_outcome_writes_do_not_slow_down_or_break_concurrent_ingests(app, srv):
     assert {p["status"] for p in rows} == {"done"}
 
 
-def test_qr_code_is_an_svg_of_the_attendee_link(app):
-    c = app.test_client()
-    r = c.post(f"/api/v2/events/{EV}/qr", json={})
+def test_qr_code_is_an_svg_of_the_attendee_link_with_the_code_only_when_it_is_right(tmp_path, pack_dir, srv):
+    a = create_app(make_settings(tmp_path, pack_dir, ingest_spaces=("v2",)))
+    c = a.test_client()
+    assert c.post("/api/v2/ingest", json={"event_id": "qr", "photo_id": "p",
+                                          "image_url": srv.url("/obama__1.jpg")}).status_code == 200
+    r = c.post("/api/v2/events/qr/qr", json={})
     assert r.status_code == 200 and r.mimetype == "image/svg+xml"
     assert r.data.startswith(b"<svg") and b"<path" in r.data and r.headers["X-Attendee-Link-Has-Code"] == "0"
-    coded = c.post(f"/api/v2/events/{EV}/qr", json={"code": "sesame-42"})
+    assert c.post("/api/v2/events/qr/qr", json={"code": "sesame-42"}).status_code == 403  # open event: no code
+    assert c.put("/api/v2/events/qr/access", json={"mode": "code", "code": "sesame-42"}).status_code == 200
+    coded = c.post("/api/v2/events/qr/qr", json={"code": "sesame-42"})
     assert coded.headers["X-Attendee-Link-Has-Code"] == "1" and coded.data != r.data
+    wrong = c.post("/api/v2/events/qr/qr", json={"code": "sesame-43"})
+    assert wrong.status_code == 403 and wrong.get_json()["error"]["code"] == "event_code_invalid"
 
 
 def test_thumbnail_paths_survive_odd_photo_ids(tmp_path, pack_dir, srv):

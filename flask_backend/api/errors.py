@@ -33,7 +33,10 @@ def error_response(status: int, code: str, message: str, **extra):
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message, **exc.extra)
+        response, status = error_response(exc.status, exc.code, exc.message, **exc.extra)
+        if "retry_after" in exc.extra:  # 429 (and 503s that know when to come back)
+            response.headers["Retry-After"] = str(int(exc.extra["retry_after"]))
+        return response, status
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

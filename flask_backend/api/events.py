@@ -1,10 +1,16 @@
-"""Events API: what an event holds, deletes (for good), and "forget me"."""
+"""Events API: what an event holds, deletes (for good), and "forget me".
+
+Who may: stats are an attendee read (free on an ``open`` event, the code on a ``code``
+event) unless a key is sent, which must then cover the event; deletes need a write key;
+forget needs the event's code and leaves a record (access/records.py).
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 
 from .. import errors
+from ..access import codes, keys, limits, records
 from ..forget import forget_person
 from ..store.ids import validate_event_id, validate_photo_id
 from .fields import Fields, require_api_key, services
@@ -16,6 +22,10 @@ bp = Blueprint("events", __name__, url_prefix="/api/v2/events")
 def show(event_id: str):
     svc = services()
     validate_event_id(event_id)
+    if request.headers.get("X-API-Key"):
+        keys.require(svc, keys.STATS, event_id)
+    else:
+        codes.require_attendee(svc, event_id, codes.given_code())
     summary = svc.store.event_summary(event_id)
     if summary is None:
         raise errors.unknown_event(event_id)
@@ -47,10 +57,14 @@ def delete_event(event_id: str):
 
 @bp.post("/<event_id>/forget")
 def forget(event_id: str):
-    """Removes the selfie's person from the event. A selfie is the proof: no API key needed."""
+    """Removes the selfie's person from the event. A selfie (and the event's code) is the proof."""
     svc = services()
     validate_event_id(event_id)
     fields = Fields()
-    threshold = fields.number("threshold", None, lo=-1.0, hi=1.0)
-    result = forget_person(svc, event_id, fields.images(svc.settings.max_image_bytes), threshold=threshold)
+    codes.require_attendee(svc, event_id, codes.given_code(fields.text("event_code", max_len=256)))
+    for name in ("threshold", "tolerance"):  # the bar is the server's: refuse loudly, never ignore
+        if fields.raw(name, None) is not None:
+            raise errors.field_not_allowed(name, "the forget bar is set by the server (FACEMATCH_FORGET_THRESHOLD)")
+    result = forget_person(svc, event_id, fields.images(svc.settings.max_image_bytes))
+    records.record_forget(svc, event_id, limits.address(), result)
     return jsonify(result)

@@ -6,7 +6,6 @@ repeated fields or JSON text; images as file ``image`` (repeatable).
 
 from __future__ import annotations
 
-import hmac
 import json
 import math
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import Any
 from flask import current_app, request
 
 from .. import errors
+from ..access import keys
 from ..imaging import decode_base64_image
 from ..services import Services
 
@@ -133,18 +133,13 @@ def _to_int(value: Any) -> int:
 
 
 def require_api_key(view: Callable) -> Callable:
-    """Write endpoints need ``X-API-Key`` when FACEMATCH_API_KEYS is set."""
+    """Write endpoints need ``X-API-Key`` once any key exists (FACEMATCH_API_KEYS or a stored
+    key); a scoped key must cover the ``event_id`` of the route (403 ``forbidden``).
+    Endpoints taking the event from the body check it themselves with ``keys.require``."""
 
     @wraps(view)
     def wrapper(*args, **kwargs):
-        keys = services().settings.api_keys
-        if keys:
-            given = request.headers.get("X-API-Key", "")
-            ok = False
-            for key in keys:  # compare with every key: constant time whichever matches
-                ok |= hmac.compare_digest(given.encode(), key.encode())
-            if not ok:
-                raise errors.unauthorized()
+        keys.require(services(), keys.WRITE, kwargs.get("event_id", keys.ANY_EVENT))
         return view(*args, **kwargs)
 
     return wrapper

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .. import errors, outcomes
+from ..access import keys
 from ..errors import ApiError
 from ..ingest import IngestResult, ingest_photo
 from .fields import Fields, services
@@ -26,6 +27,7 @@ def requested_spaces(fields: Fields) -> list[str] | None:
 def ingest_request(fields: Fields, vectors: Mapping[str, Sequence[np.ndarray]] | None) -> IngestResult:
     svc = services()
     event_id = fields.text("event_id", required=True, max_len=256)
+    keys.require(svc, keys.WRITE, event_id)  # a scoped key writes only its own events
     photo_id = fields.text("photo_id", required=True, max_len=1024)
     image_url = fields.text("image_url", max_len=4096)
     image = None

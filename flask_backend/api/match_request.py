@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import errors
+from ..access import codes
 from ..match import PhotoMatch, page, rows_json
 from ..store.ids import validate_event_id
 from .fields import Fields, services
@@ -58,7 +59,8 @@ def match_response(event_id: str, space: str, rows: list[PhotoMatch], opts: Matc
 
 
 def require_indexed(fields: Fields, space: str) -> str:
-    """The event id, once the space's engine is ready and the event has an index there.
+    """The event id, once the caller may search it (its code on a ``code`` event), the space's
+    engine is ready and the event has an index there.
 
     404 ``unknown_event`` when the event has nothing at all; 404 ``not_indexed`` when it
     exists but not in this space (the frontend falls back to v1 on it).
@@ -66,6 +68,7 @@ def require_indexed(fields: Fields, space: str) -> str:
     svc = services()
     event_id = fields.text("event_id", required=True, max_len=256)
     validate_event_id(event_id)
+    codes.require_attendee(svc, event_id, codes.given_code(fields.text("event_code", max_len=256)))
     svc.space(space)  # 503 when the engine is not ready
     if svc.store.space_of(event_id, space) is None:
         if svc.store.event_exists(event_id):

@@ -5,13 +5,14 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from .. import errors, outcomes, photo_zip, thumbnails
+from ..access import codes, keys
 from ..errors import ApiError
 from ..imaging import sniff_format
 from ..ingest import fetch_bytes, ingest_photo
 from ..sources.claims import FIRESTORE_ORIGIN
 from ..store.ids import validate_event_id, validate_photo_id
 from ..store.thumbnails_db import OUTCOME_STATUSES
-from .fields import Fields, require_api_key, services
+from .fields import Fields, services
 
 bp = Blueprint("photos", __name__, url_prefix="/api/v2/events")
 
@@ -23,6 +24,7 @@ def thumbnail(event_id: str, photo_id: str):
     svc = services()
     validate_event_id(event_id)
     validate_photo_id(photo_id)
+    thumbnails.require_viewer(svc, event_id, photo_id, request.args.get("exp"), request.args.get("sig"))
     thumb = thumbnails.get(svc, event_id, photo_id)
     if thumb is None:
         raise errors.no_thumbnail(event_id, photo_id)
@@ -62,6 +64,7 @@ def photos_zip(event_id: str):
     svc = services()
     validate_event_id(event_id)
     fields = Fields()
+    codes.require_attendee(svc, event_id, codes.given_code(fields.text("event_code", max_len=256)))
     ids = _photo_ids(fields, svc.settings.zip_max_photos)
     if not svc.store.event_exists(event_id):
         raise errors.unknown_event(event_id)
@@ -81,7 +84,8 @@ def download(event_id: str, photo_id: str):
     svc = services()
     validate_event_id(event_id)
     validate_photo_id(photo_id)
-    Fields()  # refuses bodies that are neither JSON nor a form
+    fields = Fields()
+    codes.require_attendee(svc, event_id, codes.given_code(fields.text("event_code", max_len=256)))
     urls = source_urls(event_id, [photo_id])
     if photo_id not in urls:
         raise errors.unknown_photo(event_id, photo_id)
@@ -97,11 +101,11 @@ def download(event_id: str, photo_id: str):
 
 
 @bp.get("/<event_id>/photos")
-@require_api_key
 def list_photos(event_id: str):
     """What the pipeline did with the event's photos, newest first; ``?status=failed`` for failures."""
     svc = services()
     validate_event_id(event_id)
+    keys.require(svc, keys.STATS, event_id)
     status = request.args.get("status") or None
     if status is not None and status not in OUTCOME_STATUSES:
         raise errors.invalid_field(f"'status' must be one of {', '.join(OUTCOME_STATUSES)}")
@@ -114,12 +118,12 @@ def list_photos(event_id: str):
 
 
 @bp.post("/<event_id>/photos/<path:photo_id>/retry")
-@require_api_key
 def retry(event_id: str, photo_id: str):
     """Ingest a recorded photo again from its stored URL; a Firestore photo goes back to
     ``pending`` for the worker instead (its status lives there)."""
     svc = services()
     validate_event_id(event_id)
+    keys.require(svc, keys.WRITE, event_id)
     validate_photo_id(photo_id)
     known = outcomes.get(svc, event_id, photo_id)
     if known is None:

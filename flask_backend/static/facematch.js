@@ -11,8 +11,12 @@
  *
  * Fallback to v1 when v2 answers 503, 404 not_indexed (or a 404 that is not unknown_event:
  * no v2 route), 409 space_mismatch, another 5xx, times out, or the network fails. Never on
- * errors v1 would repeat (400, 401, 413, 415, 422 no_face, 429, 404 unknown_event): those are
- * thrown as FaceMatchError {status, code, message, requestId, via} to show to the user.
+ * errors v1 would repeat (400, 401, 403 event_code_required / event_code_invalid / forbidden,
+ * 413, 415, 422 no_face, 429 rate_limited, 404 unknown_event): those are thrown as
+ * FaceMatchError {status, code, message, requestId, via, retryAfter} to show to the user.
+ *
+ * Events with an access code: pass {eventCode}; it goes with every call (v2, v1, later pages)
+ * as header X-Event-Code, never in a URL.
  */
 (function (root, factory) {
   "use strict";
@@ -37,6 +41,7 @@
       this.requestId = info.requestId || null;
       this.via = info.via || null;
       this.reason = info.reason || null;
+      this.retryAfter = info.retryAfter == null ? null : info.retryAfter;  // seconds, on 429
     }
   }
 
@@ -50,6 +55,7 @@
     if (failure.kind === "network") return "v2 unreachable";
     if (failure.kind !== "http") return null; // "abort": the caller cancelled
     var status = failure.status;
+    if (status === 403 || status === 429) return null; // access and limits: v1 would say the same
     var code = failure.code || "";
     if (status === 503) return "v2 not ready (" + (code || "503") + ")";
     if (status === 404 && code === "not_indexed") return "event not indexed in v2";
@@ -82,13 +88,15 @@
       else outer.addEventListener("abort", onAbort, { once: true });
     }
     var body = makeBody();
-    var init = { method: "POST", body: body, signal: controller.signal, headers: {} };
+    var init = { method: "POST", body: body, signal: controller.signal, headers: {}, referrerPolicy: "no-referrer" };
     if (typeof body === "string") init.headers["Content-Type"] = "application/json";
+    if (opts.eventCode) init.headers["X-Event-Code"] = opts.eventCode;
     try {
       var response = await fetchImpl(url, init);
       var data = null;
       try { data = await response.json(); } catch (e) { data = null; }
-      return { ok: response.ok, status: response.status, body: data };
+      var retry = response.headers && response.headers.get ? response.headers.get("Retry-After") : null;
+      return { ok: response.ok, status: response.status, body: data, retryAfter: retry == null ? null : Number(retry) };
     } catch (err) {
       if (outer && outer.aborted) throw { kind: "abort", error: err };
       if (timedOut) throw { kind: "timeout", error: err };
@@ -106,7 +114,7 @@
       var e = (failure.body && failure.body.error) || {};
       return new FaceMatchError(e.message || "request failed (HTTP " + failure.status + ")", {
         status: failure.status, code: e.code || "http_" + failure.status, requestId: e.request_id, via: via,
-        reason: reason,
+        reason: reason, retryAfter: failure.retryAfter,
       });
     }
     if (failure.kind === "abort") return new FaceMatchError("cancelled", { code: "aborted", via: via });
@@ -122,7 +130,7 @@
     var res = await post(url, makeBody, opts);
     if (!res.ok) {
       var code = res.body && res.body.error ? res.body.error.code : null;
-      throw { kind: "http", status: res.status, code: code, body: res.body };
+      throw { kind: "http", status: res.status, code: code, body: res.body, retryAfter: res.retryAfter };
     }
     return res.body;
   }
@@ -225,7 +233,7 @@
 
   /**
    * Find the photos of the person in the selfie(s).
-   * opts: {eventId, selfie | selfies, embedding (from embedSelfie), baseUrl, signal, timeoutMs,
+   * opts: {eventId, eventCode, selfie | selfies, embedding (from embedSelfie), baseUrl, signal, timeoutMs,
    *        mode: "all", pageSize, cursor, topK, threshold (v2), tolerance (v1), photoUrl(photoId), fetch}
    */
   async function findMyPhotos(opts) {

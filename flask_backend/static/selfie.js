@@ -1,4 +1,7 @@
-/* The selfie page: pick selfie(s) → FaceMatch.findMyPhotos → gallery. Nothing is stored. */
+/* The selfie page: pick selfie(s) → FaceMatch.findMyPhotos → gallery. Nothing is stored.
+   Private events: the code comes from the link (/e/<event>?code=…) and is removed from the
+   address bar at once (history, bookmarks, screenshots), or is asked for when the API says
+   it is needed; it lives in memory only and goes with every call as X-Event-Code. */
 (function () {
   "use strict";
   var FM = window.FaceMatch;
@@ -7,6 +10,7 @@
   var app = $("app");
   var PAGE_SIZE = parseInt(app.dataset.pageSize, 10) || 24;
   var eventId = app.dataset.eventId || "";
+  var eventCode = codeFromAddress();
   var selfies = []; // [{blob, url}] — kept in memory only, never in storage
   var busy = false;
   var controller = null;
@@ -25,15 +29,37 @@
     unsupported_media_type: "We can't read that file. Please use a JPEG or PNG photo.",
     corrupt_image: "That photo seems damaged. Please try another one.",
     empty_image: "That file is empty. Please pick a photo.",
-    rate_limited: "Lots of people are searching right now. Please wait a moment and try again.",
+    rate_limited: "Too many tries from your network. Please wait {wait} and try again.",
+    event_code_required: "This event is private. Enter the access code from your invitation or the event's QR code.",
+    event_code_invalid: "That access code isn't right for this event. Check it and try again.",
     timeout: "The server took too long to answer. Please try again.",
     network: "We can't reach the server. Check your connection and try again.",
     nothing: "No photos of you in this event yet. Photos are added as they're processed, so check back later.",
   };
 
-  function text(code) {
+  function text(code, retryAfter) {
+    var wait = retryAfter > 90 ? Math.ceil(retryAfter / 60) + " minutes" : retryAfter > 0 ? retryAfter + " seconds" : "a moment";
     return (MESSAGES[code] || "Something went wrong ({code}). Please try again.")
-      .replace("{event}", eventId).replace("{code}", code);
+      .replace("{event}", eventId).replace("{code}", code).replace("{wait}", wait);
+  }
+
+  /** ?code=… from the link, then gone from the address bar (other parameters stay). */
+  function codeFromAddress() {
+    var url = new URL(window.location.href);
+    var code = url.searchParams.get("code");
+    if (code === null) return "";
+    url.searchParams.delete("code");
+    history.replaceState(history.state, "", url.pathname + url.search + url.hash);
+    return code.trim();
+  }
+
+  function askForCode(reason) {
+    $("selfie-card").hidden = true;
+    $("code-form").hidden = false;
+    setState("code");
+    showMessage(reason, reason === "event_code_required" ? "info" : null);
+    $("code-input").value = "";
+    $("code-input").focus();
   }
 
   function setState(state) { app.dataset.state = state; }
@@ -43,10 +69,10 @@
     $("status").textContent = msg || "";
   }
 
-  function showMessage(code, kind) {
+  function showMessage(code, kind, retryAfter) {
     var box = $("message");
     box.hidden = !code;
-    box.textContent = code ? text(code) : "";
+    box.textContent = code ? text(code, retryAfter) : "";
     box.dataset.code = code || "";
     box.className = "message" + (kind ? " " + kind : "");
   }
@@ -58,17 +84,39 @@
     if (code) window.location.href = "/e/" + encodeURIComponent(code);
   });
 
+  $("code-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var code = $("code-input").value.trim();
+    if (!code) return;
+    eventCode = code;
+    $("code-form").hidden = true;
+    showMessage(null);
+    checkEvent();
+  });
+
   function checkEvent() {
     if (!eventId) return;
-    fetch("/api/v2/events/" + encodeURIComponent(eventId)).then(function (r) {
+    var headers = eventCode ? { "X-Event-Code": eventCode } : {};
+    fetch("/api/v2/events/" + encodeURIComponent(eventId), { headers: headers }).then(function (r) {
       return r.json().catch(function () { return null; }).then(function (body) {
         var code = body && body.error && body.error.code;
         if (r.status === 404 && code === "unknown_event" || r.status === 400 && code === "invalid_event_id") {
           $("selfie-card").hidden = true;
           setState("error");
           showMessage(code);
-        } else if (r.ok && body && body.photos) {
-          $("event-size").textContent = "\u00b7 " + body.photos + (body.photos === 1 ? " photo" : " photos");
+        } else if (r.status === 403 && (code === "event_code_required" || code === "event_code_invalid")) {
+          askForCode(code);
+        } else if (r.status === 429) {
+          $("selfie-card").hidden = true;
+          $("code-form").hidden = false;
+          setState("error");
+          showMessage("rate_limited", null, Number(r.headers.get("Retry-After")));
+        } else {
+          $("selfie-card").hidden = false;
+          if (app.dataset.state === "code") setState("idle");
+          if (r.ok && body && body.photos) {
+            $("event-size").textContent = "\u00b7 " + body.photos + (body.photos === 1 ? " photo" : " photos");
+          }
         }
       });
     }).catch(function () { /* the search itself will tell */ });
@@ -138,6 +186,7 @@
     try {
       var res = await FM.findMyPhotos({
         eventId: eventId,
+        eventCode: eventCode,
         selfies: selfies.map(function (s) { return s.blob; }),
         mode: "all",
         pageSize: PAGE_SIZE,
@@ -165,8 +214,10 @@
   }
 
   function fail(err) {
+    var code = (err && err.code) || "error";
+    if (code === "event_code_required" || code === "event_code_invalid") return askForCode(code);
     setState("error");
-    showMessage((err && err.code) || "error");
+    showMessage(code, null, err && err.retryAfter);
     app.dataset.via = (err && err.via) || "";
   }
 
@@ -273,11 +324,13 @@
     form.method = "post";
     form.action = "/api/v2/events/" + encodeURIComponent(eventId) + "/photos.zip";
     form.hidden = true;
-    ids.forEach(function (id) {
+    var fields = ids.map(function (id) { return ["photo_ids", id]; });
+    if (eventCode) fields.push(["event_code", eventCode]); // a form field: never in the address
+    fields.forEach(function (f) {
       var input = document.createElement("input");
       input.type = "hidden";
-      input.name = "photo_ids";
-      input.value = id;
+      input.name = f[0];
+      input.value = f[1];
       form.append(input);
     });
     document.body.append(form);
@@ -291,6 +344,7 @@
   $("search").addEventListener("click", search);
   $("more").addEventListener("click", loadMore);
   $("download-all").addEventListener("click", downloadAll);
+  window.FaceMatchPage = { eventCode: function () { return eventCode; } }; // viewer.js's downloads
   setState("idle");
   checkEvent();
 })();

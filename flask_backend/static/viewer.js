@@ -30,6 +30,9 @@
     $("viewer-download-form").action = "/api/v2/events/" + encodeURIComponent(eventId) + "/photos/" +
       encodeURIComponent(p.photoId) + "/download";
     $("viewer-download").disabled = !p.url;
+    var code = window.FaceMatchPage ? window.FaceMatchPage.eventCode() : "";
+    $("viewer-code").disabled = !code;
+    $("viewer-code").value = code || "";
   }
 
   /* The face box is in the original's pixels; the image is shown "contain"-fitted in its frame. */

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .access_db import SCHEMA as ACCESS_SCHEMA  # keys, event access, forget records: same file
 from .thumbnails_db import SCHEMA as THUMBNAILS_SCHEMA  # thumbnails, ingest outcomes: same file
 
 DB_FILE = "facestore.sqlite3"
@@ -145,7 +146,7 @@ class Database:
             version = c.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} has schema {version}, newer than this code ({SCHEMA_VERSION})")
-            for stmt in (SCHEMA + THUMBNAILS_SCHEMA).split(";"):
+            for stmt in (SCHEMA + ACCESS_SCHEMA + THUMBNAILS_SCHEMA).split(";"):
                 if stmt.strip():
                     c.execute(stmt)
             if version < SCHEMA_VERSION:

@@ -915,7 +915,7 @@ class FaceStore:
 
     @property
     def db(self) -> Database:
-        """The database, for the tables kept next to the faces (thumbnails_db.py)."""
+        """The database, for the tables kept next to the faces (access_db.py, thumbnails_db.py)."""
         return self._db
 
     def close(self) -> None:

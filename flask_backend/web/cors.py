@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from flask import Flask, Response, request
 
 ALLOWED_METHODS = "GET, POST, DELETE, OPTIONS"
-ALLOWED_HEADERS = ("content-type", "x-api-key", "x-request-id")
-EXPOSED_HEADERS = "X-Request-ID"
+ALLOWED_HEADERS = ("content-type", "x-api-key", "x-request-id", "x-event-code")
+EXPOSED_HEADERS = "X-Request-ID, Retry-After"
 MAX_AGE = "600"
 
 
