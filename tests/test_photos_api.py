@@ -322,3 +322,66 @@ def test_thumbnail_paths_survive_odd_photo_ids(tmp_path, pack_dir, srv):
     row = c.post("/api/v2/match", json={"event_id": "odd", "user_embedding": emb["embedding"]}).get_json()["matches"][0]
     assert row["photo_id"] == pid
     assert c.get(row["thumbnail_url"]).status_code == 200
+
+
+# --------------------------------------------------------------------------- access (issue 11's rules)
+def test_thumbnails_and_downloads_of_a_code_event_need_the_code(tmp_path, pack_dir, srv, faces_dir):
+    a = create_app(make_settings(tmp_path, pack_dir, ingest_spaces=("v2",), thumbnail_url_ttl=60))
+    c = a.test_client()
+    for name in ("obama__1.jpg", "obama__2.jpg"):
+        assert c.post("/api/v2/ingest", json={"event_id": "priv", "photo_id": name,
+                                              "image_url": srv.url("/" + name)}).status_code == 200
+    plain = "/api/v2/events/priv/photos/obama__1.jpg/thumbnail"
+    assert c.get(plain).status_code == 200  # open event: free, like match
+    assert c.put("/api/v2/events/priv/access", json={"mode": "code", "code": "gala-2026!"}).status_code == 200
+    refused = c.get(plain)
+    assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "event_code_required"
+    assert c.get(plain, headers={"X-Event-Code": "wrong-code"}).get_json()["error"]["code"] == "event_code_invalid"
+    assert c.get(plain, headers={"X-Event-Code": "gala-2026!"}).status_code == 200
+    emb = c.post("/api/v2/embed", data={"image": ((faces_dir / "obama__3.jpg").open("rb"), "s.jpg")}).get_json()
+    rows = c.post("/api/v2/match", json={"event_id": "priv", "user_embedding": emb["embedding"],
+                                         "event_code": "gala-2026!"}).get_json()["matches"]
+    signed = {r["photo_id"]: r["thumbnail_url"] for r in rows}
+    assert "&exp=" in signed["obama__1.jpg"] and "&sig=" in signed["obama__1.jpg"]
+    assert c.get(signed["obama__1.jpg"]).status_code == 200  # the match answer's URL works in an <img>
+    swapped = signed["obama__1.jpg"].replace("obama__1.jpg", "obama__2.jpg")  # one photo's signature, another photo
+    assert c.get(swapped).status_code == 403
+    assert c.get(signed["obama__1.jpg"][:-4] + "0000").status_code == 403
+    stale = signed["obama__1.jpg"].split("&exp=")[0] + "&exp=1000&sig=" + signed["obama__1.jpg"].split("&sig=")[1]
+    assert c.get(stale).status_code == 403
+    z = c.post("/api/v2/events/priv/photos.zip", json={"photo_ids": ["obama__1.jpg"]})
+    assert z.status_code == 403 and z.get_json()["error"]["code"] == "event_code_required"
+    ok = c.post("/api/v2/events/priv/photos.zip", data={"photo_ids": "obama__1.jpg", "event_code": "gala-2026!"})
+    assert ok.status_code == 200 and zipfile.ZipFile(io.BytesIO(ok.data)).namelist() == ["obama__1.jpg"]
+    assert c.post("/api/v2/events/priv/photos/obama__1.jpg/download", data={}).status_code == 403
+    assert c.post("/api/v2/events/priv/photos/obama__1.jpg/download",
+                  headers={"X-Event-Code": "gala-2026!"}, data={}).status_code == 200
+
+
+def test_organizer_keys_see_and_act_on_their_events_only(tmp_path, pack_dir, srv):
+    from flask_backend.access import keys
+
+    a = create_app(make_settings(tmp_path, pack_dir, ingest_spaces=("v2",), api_keys=("admin-k",)))
+    svc = a.extensions["facematch"]
+    acme = {"X-API-Key": keys.create_key(svc, "acme", "organizer", ["acme-*"])}
+    reader = {"X-API-Key": keys.create_key(svc, "acme-ro", "reader", ["acme-*"])}
+    admin = {"X-API-Key": "admin-k"}
+    c = a.test_client()
+    srv.set("/broken.jpg", 404)
+    for ev in ("acme-gala", "other-party"):
+        assert c.post("/api/v2/ingest", headers=admin, json={"event_id": ev, "photo_id": "p1",
+                                                             "image_url": srv.url("/obama__1.jpg")}).status_code == 200
+        c.post("/api/v2/ingest", headers=admin, json={"event_id": ev, "photo_id": "bad",
+                                                      "image_url": srv.url("/broken.jpg")})
+    assert c.get("/api/v2/events").status_code == 401
+    assert [e["event_id"] for e in c.get("/api/v2/events", headers=acme).get_json()["events"]] == ["acme-gala"]
+    assert [e["event_id"] for e in c.get("/api/v2/events", headers=reader).get_json()["events"]] == ["acme-gala"]
+    assert [e["event_id"] for e in c.get("/api/v2/events", headers=admin).get_json()["events"]] == [
+        "acme-gala", "other-party"]
+    assert c.get("/api/v2/events/acme-gala/photos?status=failed", headers=acme).status_code == 200
+    assert c.get("/api/v2/events/other-party/photos?status=failed", headers=acme).status_code == 403
+    assert c.post("/api/v2/events/other-party/photos/bad/retry", headers=acme, json={}).status_code == 403
+    assert c.post("/api/v2/events/acme-gala/photos/bad/retry", headers=reader, json={}).status_code == 403
+    assert c.post("/api/v2/events/acme-gala/photos/bad/retry", headers=acme, json={}).status_code == 200
+    assert c.post("/api/v2/events/other-party/qr", headers=acme, json={}).status_code == 403
+    assert c.post("/api/v2/events/acme-gala/qr", headers=acme, json={}).status_code == 200
