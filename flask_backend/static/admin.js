@@ -76,6 +76,7 @@
     $("sign-out").hidden = false;
     say(null);
     refresh();
+    if (location.hash.length > 1) select(decodeURIComponent(location.hash.slice(1))); // a link to one event
   }
 
   // ---- live counts ---------------------------------------------------------------------------
@@ -292,5 +293,4 @@
   });
 
   if (key) start();
-  if (location.hash.length > 1) select(decodeURIComponent(location.hash.slice(1)));
 })();

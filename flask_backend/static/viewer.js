@@ -78,7 +78,18 @@
   dialog.addEventListener("keydown", function (ev) {
     if (ev.key === "ArrowLeft") { ev.preventDefault(); show(index - 1); }
     else if (ev.key === "ArrowRight") { ev.preventDefault(); show(index + 1); }
+    else if (ev.key === "Tab") keepFocusInside(ev);
   });
+
+  /* The rest of the page is inert, but Tab past the last button would leave for the browser's
+     own UI: cycle through the dialog's controls instead. */
+  function keepFocusInside(ev) {
+    var items = Array.from(dialog.querySelectorAll("button, [href]")).filter(function (el) { return !el.disabled; });
+    if (!items.length) return;
+    var first = items[0], last = items[items.length - 1];
+    if (ev.shiftKey && document.activeElement === first) { ev.preventDefault(); last.focus(); }
+    else if (!ev.shiftKey && document.activeElement === last) { ev.preventDefault(); first.focus(); }
+  }
   dialog.addEventListener("close", function () {
     img.removeAttribute("src");
     delete dialog.dataset.photoId;
