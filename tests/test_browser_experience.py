@@ -130,7 +130,7 @@ def test_viewer_opens_moves_downloads_and_closes_with_escape(env, page):
     assert box[0] > 10 and box[1] > 10, box
     assert page.evaluate("document.activeElement.id") == "viewer-close"  # focus moved into the dialog
     assert page.inner_text("#viewer-title") == f"Photo 1 of {len(shown)}"
-    shoot(page, "viewer-phone.png")
+    page.screenshot(path=str(artifact("viewer-phone.png")))  # what the phone shows: the dialog fills it
     page.keyboard.press("ArrowRight")
     assert page.get_attribute("#viewer", "data-photo-id") == shown[1]["id"]
     assert page.inner_text("#viewer-title") == f"Photo 2 of {len(shown)}"
@@ -152,7 +152,7 @@ def test_viewer_opens_moves_downloads_and_closes_with_escape(env, page):
     page.set_viewport_size(DESKTOP)
     page.click(".photo:nth-child(2) .frame")
     wait_until(page, "document.getElementById('viewer-img').complete && !document.getElementById('viewer-face').hidden")
-    shoot(page, "viewer-desktop.png")
+    page.screenshot(path=str(artifact("viewer-desktop.png")))
     page.click("#viewer-close")
     assert not page.evaluate("document.getElementById('viewer').open")
     assert not page.log, page.log

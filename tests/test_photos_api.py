@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import segno
 from click.testing import CliRunner
 from PIL import Image
 
@@ -308,6 +309,11 @@ def test_qr_code_is_an_svg_of_the_attendee_link_with_the_code_only_when_it_is_ri
     assert c.put("/api/v2/events/qr/access", json={"mode": "code", "code": "sesame-42"}).status_code == 200
     coded = c.post("/api/v2/events/qr/qr", json={"code": "sesame-42"})
     assert coded.headers["X-Attendee-Link-Has-Code"] == "1" and coded.data != r.data
+    for body, link in ((r.data, "http://localhost/e/qr"), (coded.data, "http://localhost/e/qr?code=sesame-42")):
+        expected = io.BytesIO()  # the same link, encoded independently: the QR code holds exactly it
+        segno.make(link, error="m").save(expected, kind="svg", scale=8, border=4, xmldecl=False, svgclass="qr",
+                                         title="FaceMatch: photos of qr")
+        assert body == expected.getvalue(), link
     wrong = c.post("/api/v2/events/qr/qr", json={"code": "sesame-43"})
     assert wrong.status_code == 403 and wrong.get_json()["error"]["code"] == "event_code_invalid"
 

@@ -13,7 +13,7 @@
   var key = sessionStorage.getItem(STORAGE) || "";
   var current = null; // the event shown
   var codeForQr = null; // the code typed in this tab (the server keeps only its hash)
-  var timer = null, qrUrl = null;
+  var timer = null, qrUrl = null, lastEvents = [];
 
   // ---- API ---------------------------------------------------------------------------------
   function api(method, path, body) {
@@ -99,6 +99,7 @@
   }
 
   function renderEvents(data) {
+    lastEvents = data.events;
     var body = $("events-body");
     body.textContent = "";
     $("events-card").hidden = false;
@@ -157,6 +158,9 @@
     $("delete-label").textContent = "Type \u201c" + current + "\u201d to confirm";
     $("delete-confirm").value = "";
     $("delete-button").disabled = true;
+    var known = lastEvents.filter(function (e) { return e.event_id === current; })[0];
+    $("event-stats").textContent = "";
+    if (known) renderStats(known); // at once; the next refresh keeps it current
     loadEvent(current, true).catch(failed);
     Array.from($("events-body").children).forEach(function (tr) {
       tr.className = tr.dataset.eventId === current ? "current" : "";
