@@ -65,7 +65,7 @@ class Settings:
     thumbnail_url_ttl: int = 3600  # signed thumbnail URLs in match rows stay valid this long (at least)
     cloudinary_thumbnails: bool = False  # Cloudinary sources: thumbnail_url = /upload/w_480,c_limit/ URL
     zip_max_photos: int = 200  # photos in one "download all" zip
-    rate_limit_download: str = "60 per 10 minutes"  # per address: zips and single originals (they fetch photos)
+    rate_limit_download: str = "60 per 10 minutes"  # per address and endpoint: zips, single originals
     # --- service -------------------------------------------------------------
     api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()

@@ -97,8 +97,10 @@ def test_thumbnails_are_deleted_with_their_photo_and_event(tmp_path, pack_dir, s
     a = create_app(make_settings(tmp_path, pack_dir, ingest_spaces=("v2",)))
     c = a.test_client()
     for name in ("obama__1.jpg", "biden__1.jpg"):
+        fetched = srv.hits("/" + name)
         assert c.post("/api/v2/ingest", json={"event_id": "del", "photo_id": name,
                                               "image_url": srv.url("/" + name)}).status_code == 200
+        assert srv.hits("/" + name) == fetched + 1  # the thumbnail came from the one download and decode
     url = "/api/v2/events/del/photos/obama__1.jpg/thumbnail"
     assert c.get(url).status_code == 200
     assert c.delete("/api/v2/events/del/photos/obama__1.jpg").status_code == 200
@@ -391,3 +393,18 @@ def test_organizer_keys_see_and_act_on_their_events_only(tmp_path, pack_dir, srv
     assert c.post("/api/v2/events/acme-gala/photos/bad/retry", headers=acme, json={}).status_code == 200
     assert c.post("/api/v2/events/other-party/qr", headers=acme, json={}).status_code == 403
     assert c.post("/api/v2/events/acme-gala/qr", headers=acme, json={}).status_code == 200
+
+
+def test_downloads_are_rate_limited_per_address(tmp_path, pack_dir, srv):
+    a = create_app(make_settings(tmp_path, pack_dir, ingest_spaces=("v2",), rate_limits_enabled=True,
+                                 rate_limit_download="2 per minute"))
+    c = a.test_client()
+    assert c.post("/api/v2/ingest", json={"event_id": "rl", "photo_id": "p",
+                                          "image_url": srv.url("/obama__1.jpg")}).status_code == 200
+    for _ in range(2):  # each endpoint has its budget per address (as issue 11's limits do)
+        assert c.post("/api/v2/events/rl/photos.zip", json={"photo_ids": ["p"]}).status_code == 200
+        assert c.post("/api/v2/events/rl/photos/p/download", data={}).status_code == 200
+    assert c.post("/api/v2/events/rl/photos/p/download", data={}).status_code == 429
+    r = c.post("/api/v2/events/rl/photos.zip", json={"photo_ids": ["p"]})
+    assert r.status_code == 429 and r.get_json()["error"]["code"] == "rate_limited" and int(r.headers["Retry-After"]) > 0
+    assert c.get("/api/v2/events/rl/photos/p/thumbnail").status_code == 200  # thumbnails are not downloads
