@@ -28,6 +28,7 @@ ADMIN = "admin-test-key"
 PHOTOS = ["obama__1.jpg", "obama__2.jpg", "biden__1.jpg", "group__two_people.jpg"]
 SELFIE = "obama__3.jpg"  # never ingested
 CODE_LIMIT, CODE_WINDOW = 4, 6  # wrong codes per address and event, seconds
+FORGET_LIMIT = 8  # per address and minute
 _addresses = itertools.count(10)
 
 
@@ -76,7 +77,7 @@ def site(tmp_path_factory, pack_dir, faces_dir, redis_server: RedisServer) -> It
            "FACEMATCH_API_KEYS": ADMIN, "FACEMATCH_RATE_LIMITS_ENABLED": "1",
            "FACEMATCH_RATE_LIMIT_STORAGE": redis_server.url, "FACEMATCH_RATE_LIMIT_SEARCH": "1000 per minute",
            "FACEMATCH_RATE_LIMIT_EVENT_CODE": f"{CODE_LIMIT} per {CODE_WINDOW} seconds",
-           "FACEMATCH_RATE_LIMIT_FORGET": "100 per minute"}
+           "FACEMATCH_RATE_LIMIT_FORGET": f"{FORGET_LIMIT} per minute"}
     with Gunicorn(env, workers=2, log=tmp / "gunicorn.log") as server:
         s = Site(server.url, data, made["acme"], made["globex"], made["acme-board"], faces_dir)
         for event in ("acme-open", "acme-priv", "globex-1"):
@@ -209,6 +210,36 @@ def test_limits_are_shared_by_both_workers_with_redis(site):
             limited += 1
     assert len(workers) == 2, "all requests went to one worker: the sharing was not exercised"
     assert passed == CODE_LIMIT and limited == 2 * CODE_LIMIT
+
+
+def _forget_burst(url: str, who: dict, n: int) -> list[tuple[int, str]]:
+    """``n`` forgets on an event that does not exist (cheap: 404 before any face work)."""
+    out = []
+    for _ in range(n):
+        r = requests.post(url + "/api/v2/events/nobody-here/forget", headers={"Connection": "close", **who},
+                          files={"image": ("s.jpg", b"not even an image", "image/jpeg")}, timeout=30)
+        out.append((r.status_code, r.headers["X-FaceMatch-Worker"]))
+    return out
+
+
+def test_route_limits_are_shared_by_both_workers_with_redis(site):
+    got = _forget_burst(site.url, new_address(), 3 * FORGET_LIMIT)
+    assert len({w for _s, w in got}) == 2
+    assert [s for s, _w in got] == [404] * FORGET_LIMIT + [429] * (2 * FORGET_LIMIT)
+
+
+def test_memory_storage_counts_per_worker(tmp_path, pack_dir):
+    """What the README warns about: with memory:// each of the 2 workers allows the limit."""
+    env = {"FACEMATCH_DATA_DIR": str(tmp_path / "data"), "FACEMATCH_V2_PACK": str(pack_dir),
+           "FACEMATCH_WEB_WARMUP": "0", "FACEMATCH_RATE_LIMITS_ENABLED": "1", "FACEMATCH_RATE_LIMIT_FORGET": "3 per minute"}
+    with Gunicorn(env, workers=2, log=tmp_path / "gunicorn.log") as server:
+        got = _forget_burst(server.url, new_address(), 40)
+    per_worker: dict[str, list[int]] = {}
+    for status, worker in got:
+        per_worker.setdefault(worker, []).append(status)
+    assert len(per_worker) == 2, "one worker served everything: nothing to compare"
+    for statuses in per_worker.values():
+        assert statuses.count(404) == 3 and set(statuses[3:]) == {429}, per_worker
 
 
 def test_scoped_key_on_another_organizers_event_is_forbidden(site):

@@ -95,9 +95,11 @@ def test_default_access_code_closes_events_without_a_setting_even_unknown_ones(m
                                                                 "updated_at": None}
 
 
-def test_bad_default_access_is_refused_at_start(tmp_path, pack_dir):
+def test_bad_access_settings_are_refused_at_start(tmp_path, pack_dir):
     with pytest.raises(ValueError, match="FACEMATCH_DEFAULT_EVENT_ACCESS"):
         create_app(make_settings(tmp_path, pack_dir, default_event_access="closed"))
+    with pytest.raises(ValueError, match="FACEMATCH_FORWARDED_ALLOW_IPS"):
+        create_app(make_settings(tmp_path, pack_dir, forwarded_allow_ips="localhost"))
 
 
 @pytest.mark.parametrize("body, code", [
@@ -193,6 +195,33 @@ def test_forget_is_rate_limited(make, faces_dir):
                       content_type="multipart/form-data").status_code
 
     assert [forget(), forget(), forget()] == [200, 200, 429]
+
+
+def test_limits_keep_working_per_process_when_redis_is_unreachable(make):
+    from tests.processes import free_port
+
+    _app, c = make(rate_limits_enabled=True, rate_limit_storage=f"redis://127.0.0.1:{free_port()}/0",
+                   rate_limit_search="2 per minute", rate_limit_event_code="2 per minute")
+    c.post("/api/v2/ingest", json={"event_id": "down", "photo_id": "p", "embedding": _unit(8)})
+    body = {"event_id": "down", "user_embedding": _unit(8)}
+    assert [c.post("/api/v2/match", json=body).status_code for _ in range(3)] == [200, 200, 429]
+    assert c.put("/api/v2/events/down/access", json={"mode": "code", "code": "down-code"}).status_code == 200
+    wrong = {"X-Event-Code": "wrong-code", "X-Forwarded-For": "203.0.113.77"}
+    assert [c.get("/api/v2/events/down", headers=wrong).status_code for _ in range(3)] == [403, 403, 429]
+
+
+def test_routes_named_verify_get_the_search_limit_and_no_store(tmp_path, pack_dir):
+    """The contract for routes added later (verify): the endpoint name is enough."""
+    from flask import Blueprint, jsonify
+
+    app = create_app(make_settings(tmp_path, pack_dir, rate_limits_enabled=True, rate_limit_search="2 per minute"))
+    bp = Blueprint("later", __name__)
+    bp.add_url_rule("/api/v9/verify", "verify", lambda: jsonify({"is_match": True}), methods=["POST"])
+    app.register_blueprint(bp)
+    c = app.test_client()
+    got = [c.post("/api/v9/verify") for _ in range(3)]
+    assert [r.status_code for r in got] == [200, 200, 429]
+    assert got[0].headers["Cache-Control"] == "no-store" and got[2].headers["Retry-After"]
 
 
 def test_limits_off_means_off(make):

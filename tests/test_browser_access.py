@@ -96,6 +96,14 @@ def test_code_from_the_link_is_used_and_removed_from_the_address_bar(env, page):
     assert CODE not in page.url
 
 
+def test_code_in_the_fragment_works_too_and_is_removed(env, page):
+    page.selfie_path = env.selfie
+    page.goto(env.site.url(f"/e/{EVENT}#code={CODE}"))
+    wait_until(page, "document.getElementById('event-size').textContent.includes('photos')")
+    assert CODE not in page.url and page.url.endswith(f"/e/{EVENT}")
+    assert page.is_visible("#selfie-card") and page.is_hidden("#code-form")
+
+
 def test_the_code_is_asked_for_when_the_event_needs_one(env, page):
     page.selfie_path = env.selfie
     page.goto(env.site.url(f"/e/{EVENT}"))

@@ -16,6 +16,7 @@ from __future__ import annotations
 from flask import Flask
 
 from ..config import Settings
+from .addresses import trusted_proxies
 from .codes import MODES
 from .headers import init_headers
 from .limits import init_limits
@@ -25,5 +26,9 @@ def init_app(app: Flask, settings: Settings) -> None:
     if settings.default_event_access not in MODES:
         raise ValueError(f"FACEMATCH_DEFAULT_EVENT_ACCESS must be one of {', '.join(MODES)}, "
                          f"not {settings.default_event_access!r}")
+    try:
+        trusted_proxies(settings.forwarded_allow_ips)
+    except ValueError as exc:
+        raise ValueError(f"FACEMATCH_FORWARDED_ALLOW_IPS: {exc} (addresses or networks, or *)") from None
     init_limits(app, settings)
     init_headers(app)

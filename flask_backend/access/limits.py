@@ -16,12 +16,16 @@ guesser would simply keep going).
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
+from functools import lru_cache
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits import RateLimitItem, parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter, RateLimiter
 
 from .. import errors
 from ..config import Settings
@@ -36,6 +40,12 @@ SEARCH_ENDPOINTS = frozenset({"v2.match", "v1.match", "v2.embed", "v2.detect", "
 ENDPOINT_KIND = {"events.forget": FORGET, "v2.ingest": INGEST, "v1.ingest": INGEST,
                  "photos.photos_zip": DOWNLOAD, "photos.download": DOWNLOAD}
 OFF = ("", "off", "none", "0")
+log = logging.getLogger(__name__)
+try:  # the redis client is only needed for redis:// storage
+    from redis.exceptions import RedisError
+except ImportError:  # pragma: no cover
+    RedisError = OSError  # type: ignore[assignment,misc]
+STORAGE_ERRORS = (RedisError, OSError)
 
 
 def limit_kind(endpoint: str | None) -> str | None:
@@ -56,7 +66,15 @@ def _settings() -> Settings:
 
 
 def address() -> str:
-    return client_address(_settings().forwarded_allow_ips)
+    """The client address, worked out once per request."""
+    if "facematch_address" not in g:
+        g.facematch_address = client_address(_settings().forwarded_allow_ips)
+    return g.facematch_address
+
+
+@lru_cache(maxsize=32)
+def _parsed(value: str) -> RateLimitItem:
+    return parse(value)
 
 
 def _key() -> str:
@@ -94,6 +112,8 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
         enabled=settings.rate_limits_enabled,
     )
     app.extensions["facematch_limiter"] = limiter
+    # wrong-code counts when the shared storage is unreachable: per process, like flask-limiter's own fallback
+    app.extensions["facematch_code_fallback"] = MovingWindowRateLimiter(MemoryStorage())
 
     @app.errorhandler(RateLimitExceeded)
     def _too_many(exc: RateLimitExceeded):
@@ -115,11 +135,21 @@ def _code_limit(services: Services) -> tuple[Limiter, RateLimitItem] | None:
     value = _setting(services.settings, "event_code")
     if limiter is None or not limiter.enabled or value is None:
         return None
-    return limiter, parse(value)
+    return limiter, _parsed(value)
 
 
 def _code_key(event_id: str) -> tuple[str, str, str]:
     return "facematch", "event_code", f"{address()}|{event_id}"
+
+
+def _with_storage(limiter: Limiter, call):
+    """``call(strategy)`` on the shared storage, or on this process's memory when it is down."""
+    try:
+        return call(limiter.limiter)
+    except STORAGE_ERRORS as exc:  # redis down or unreachable: limit per process rather than fail the request
+        log.warning("rate-limit storage unreachable (%s): wrong-code counts are per process", type(exc).__name__)
+        fallback: RateLimiter = current_app.extensions["facematch_code_fallback"]
+        return call(fallback)
 
 
 def refuse_if_guessing(services: Services, event_id: str) -> None:
@@ -127,8 +157,13 @@ def refuse_if_guessing(services: Services, event_id: str) -> None:
     if found is None:
         return
     limiter, item = found
-    if not limiter.limiter.test(item, *_code_key(event_id)):
-        reset, _left = limiter.limiter.get_window_stats(item, *_code_key(event_id))
+    key = _code_key(event_id)
+
+    def check(strategy: RateLimiter) -> float | None:
+        return None if strategy.test(item, *key) else strategy.get_window_stats(item, *key)[0]
+
+    reset = _with_storage(limiter, check)
+    if reset is not None:
         retry = max(1, math.ceil(reset - time.time()))
         raise errors.rate_limited(retry, f"too many wrong codes for event {event_id!r}")
 
@@ -137,4 +172,5 @@ def record_wrong_code(services: Services, event_id: str) -> None:
     found = _code_limit(services)
     if found is not None:
         limiter, item = found
-        limiter.limiter.hit(item, *_code_key(event_id))
+        key = _code_key(event_id)
+        _with_storage(limiter, lambda strategy: strategy.hit(item, *key))

@@ -43,13 +43,18 @@
       .replace("{event}", eventId).replace("{code}", code).replace("{wait}", wait);
   }
 
-  /** ?code=… from the link, then gone from the address bar (other parameters stay). */
+  /** ?code=… (or #code=…, which never reaches any server log) from the link, then gone from
+      the address bar (other parameters stay). */
   function codeFromAddress() {
     var url = new URL(window.location.href);
+    var fragment = new URLSearchParams(url.hash.replace(/^#/, ""));
     var code = url.searchParams.get("code");
+    if (code === null) code = fragment.get("code");
     if (code === null) return "";
     url.searchParams.delete("code");
-    history.replaceState(history.state, "", url.pathname + url.search + url.hash);
+    fragment.delete("code");
+    var hash = fragment.toString();
+    history.replaceState(history.state, "", url.pathname + url.search + (hash ? "#" + hash : ""));
     return code.trim();
   }
 
