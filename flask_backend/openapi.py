@@ -516,6 +516,12 @@ OPERATIONS[("/api/v2/events/<event_id>/forget-requests", "GET")]["parameters"] =
     {"name": "before", "in": "query", "required": False, "description": "`next_before` of the previous page",
      "schema": integer(minimum=1)},
 ]
+OPERATIONS[("/api/v2/events/<event_id>/photos", "GET")]["parameters"] = [
+    {"name": "status", "in": "query", "required": False, "description": "only photos with this status",
+     "schema": s(enum=["done", "no_face", "failed", "retrying", "pending"])},
+    {"name": "limit", "in": "query", "required": False, "description": "photos per answer (default 100)",
+     "schema": integer(minimum=1, maximum=1000)},
+]
 IGNORED_ENDPOINTS = {"static"}
 _CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 

@@ -219,7 +219,8 @@ def test_api_failures_are_recorded_and_a_retry_after_the_fix_indexes_the_photo(a
     assert "late" not in {p["photo_id"] for p in c.get(f"/api/v2/events/{EV}/photos?status=failed").get_json()["photos"]}
     assert c.post(f"/api/v2/events/{EV}/photos/never-seen/retry", json={}).status_code == 404
     bad = c.get(f"/api/v2/events/{EV}/photos?status=bogus")
-    assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "invalid_field"
+    assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "invalid_query"
+    assert c.get(f"/api/v2/events/{EV}/photos?limit=0").get_json()["error"]["code"] == "invalid_query"
 
 
 def test_cli_outcomes_are_recorded_and_file_sources_cannot_be_retried_over_http(tmp_path, pack_dir, faces_dir):

@@ -108,11 +108,13 @@ def list_photos(event_id: str):
     keys.require(svc, keys.STATS, event_id)
     status = request.args.get("status") or None
     if status is not None and status not in OUTCOME_STATUSES:
-        raise errors.invalid_field(f"'status' must be one of {', '.join(OUTCOME_STATUSES)}")
+        raise errors.invalid_query("status", f"'status' must be one of {', '.join(OUTCOME_STATUSES)}")
     try:
-        limit = min(MAX_LISTED, max(1, int(request.args.get("limit", 100))))
+        limit = int(request.args.get("limit", 100))
     except ValueError:
-        raise errors.invalid_field("'limit' must be an integer") from None
+        raise errors.invalid_query("limit", "'limit' must be an integer") from None
+    if not 1 <= limit <= MAX_LISTED:
+        raise errors.invalid_query("limit", f"'limit' must be between 1 and {MAX_LISTED}")
     rows = outcomes.listed(svc, event_id, status, limit)
     return jsonify({"event_id": event_id, "status": status, "photos": [o.to_json() for o in rows]})
 
@@ -148,6 +150,5 @@ def retry(event_id: str, photo_id: str):
         else:
             outcomes.record_result(svc, event_id, photo_id, result.faces_indexed, via="api", source_url=url,
                                    attempts=known.attempts + 1)
-    now = outcomes.get(svc, event_id, photo_id)
-    assert now is not None
+    now = outcomes.get(svc, event_id, photo_id) or known  # recording is best effort
     return jsonify({"event_id": event_id, **now.to_json()})
