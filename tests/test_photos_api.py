@@ -277,7 +277,7 @@ def test_retry_of_a_firestore_photo_sets_it_pending_for_the_worker(firestore_db,
     assert row["status"] == "done" and row["faces"] == 1
 
 
-def test_outcome_writes_do_not_slow_down_or_break_concurrent_ingests(app, srv):
+def test_concurrent_api_ingests_all_land_with_their_outcomes(app, srv):
     """Outcome and thumbnail rows go through the store's single-writer transactions: parallel
     API ingests all land, each with its outcome."""
     c = app.test_client()
