@@ -13,6 +13,7 @@ import pytest
 
 from flask_backend import create_app
 from tests.conftest import make_settings
+from tests.erasure_fixtures import assert_gone, files_holding, stored_blobs
 
 DIM = 128
 
@@ -97,18 +98,37 @@ def test_delete_photo_and_event_remove_embeddings_for_good(client, faces_dir, da
     selfie = faces_dir / "obama__1.jpg"
     hits = _upload(client, "/api/v2/match", [selfie], event_id="del").get_json()["matches"]
     assert [m["photo_id"] for m in hits] == ["o3"]
-    emb = app.extensions["facematch"].store.search(
-        "del", app.extensions["facematch"].space("v2"), np.asarray(_unit(np.ones(DIM))), min_score=-1.0
-    )
-    assert len(emb) == 2
+    # A 2-photo event gets no snapshot by itself (snapshot_min_faces): write them, so that
+    # the delete has snapshot files to clean too.
+    store = app.extensions["facematch"].store
+    assert store.write_snapshot("del", "v2") and store.write_snapshot("del", "v1")
+    target, control = stored_blobs(data_dir, "del", "o3"), stored_blobs(data_dir, "del", "b2")
+    assert len(target) == 2  # its v1 and v2 face
+    for blob in target:
+        assert any(f.endswith("del.faiss") for f in files_holding(data_dir, blob))
     resp = client.delete("/api/v2/events/del/photos/o3")
     assert resp.status_code == 200 and resp.get_json()["faces_removed"] == {"v1": 1, "v2": 1}
+    assert_gone(data_dir, target)  # not in the database, its -wal, nor any snapshot
+    for blob in control:  # what the scan can see
+        assert "facestore.sqlite3" in files_holding(data_dir, blob)
     assert _upload(client, "/api/v2/match", [selfie], event_id="del").get_json()["matches"] == []
     _error(client.delete("/api/v2/events/del/photos/o3"), 404)
     assert client.delete("/api/v2/events/del").status_code == 200
+    assert_gone(data_dir, control)
     _error(client.get("/api/v2/events/del"), 404, "unknown_event")
     _error(_upload(client, "/api/v2/match", [selfie], event_id="del"), 404, "unknown_event")
     assert not any(p.name.startswith("del.") for p in data_dir.rglob("*"))
+
+
+def test_forget_me_erases_the_removed_faces_bytes(client, faces_dir, data_dir):
+    for f in ("obama__1.jpg", "biden__1.jpg"):
+        assert _upload(client, "/api/v2/ingest", [faces_dir / f], event_id="forget-bytes", photo_id=f).status_code == 200
+    target, control = stored_blobs(data_dir, "forget-bytes", "obama__1.jpg"), stored_blobs(data_dir, "forget-bytes", "biden__1.jpg")
+    resp = _upload(client, "/api/v2/events/forget-bytes/forget", [faces_dir / "obama__3.jpg"])
+    assert resp.status_code == 200 and resp.get_json()["faces_removed"] == {"v1": 1, "v2": 1}, resp.get_json()
+    assert_gone(data_dir, target)
+    for blob in control:
+        assert "facestore.sqlite3" in files_holding(data_dir, blob)
 
 
 def test_forget_me_removes_only_that_person(client, faces_dir):

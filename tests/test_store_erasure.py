@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from flask_backend.store import FaceRecord, FaceStore, Space
+from tests.erasure_fixtures import assert_gone, files_holding, stored_blobs
 
 REPO = Path(__file__).resolve().parent.parent
 DIM = 64
@@ -28,35 +29,6 @@ V1 = Space("v1", "dlib", "dlib_resnet_v1", DIM)
 def faces(seed: int, n: int) -> list[FaceRecord]:
     rng = np.random.default_rng(seed)
     return [FaceRecord(rng.standard_normal(DIM), (1, 2, 3, 4), 0.9) for _ in range(n)]
-
-
-def stored_blobs(data_dir: Path, event_id: str, photo_id: str) -> list[bytes]:
-    """The exact bytes the store keeps for a photo's embeddings (read-only peek at the DB)."""
-    conn = sqlite3.connect(f"file:{data_dir / 'facestore.sqlite3'}?mode=ro", uri=True)
-    try:
-        rows = conn.execute(
-            "SELECT f.embedding FROM faces f JOIN photos p ON p.pid = f.pid JOIN spaces s ON s.sid = p.sid "
-            "WHERE s.event_id=? AND p.photo_id=?",
-            (event_id, photo_id),
-        ).fetchall()
-    finally:
-        conn.close()
-    return [bytes(r[0]) for r in rows]
-
-
-def files_holding(data_dir: Path, needle: bytes) -> list[str]:
-    hits = []
-    for path in sorted(data_dir.rglob("*")):
-        if path.is_file() and needle in path.read_bytes():
-            hits.append(str(path.relative_to(data_dir)))
-    return hits
-
-
-def assert_gone(data_dir: Path, blobs: list[bytes]) -> None:
-    assert blobs
-    for blob in blobs:
-        assert files_holding(data_dir, blob) == []
-        assert files_holding(data_dir, blob[:24]) == []  # not even a fragment
 
 
 def build(tmp_path: Path) -> tuple[FaceStore, Path]:
