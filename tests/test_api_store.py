@@ -147,16 +147,62 @@ def test_forget_me_removes_only_that_person(client, faces_dir):
     assert {m["photo_id"] for m in biden["matches"]} == {"biden__1.jpg", "group__two_people.jpg"}
 
 
+def _scores(body, key="score") -> dict[str, float]:
+    return {m["photo_id"]: m[key] for m in body["matches"]}
+
+
 def test_several_selfies_are_combined(client, faces_dir):
     for f in ("kit_harington__1.jpeg", "kit_harington__2.jpeg", "rose_leslie__1.jpg", "group__kit_with_rose.jpg"):
         _upload(client, "/api/v2/ingest", [faces_dir / f], event_id="multi", photo_id=f)
     kit = [faces_dir / "kit_harington__3.jpg", faces_dir / "kit_harington__1.jpeg"]
-    body = _upload(client, "/api/v2/match", kit, event_id="multi").get_json()
+    body = _upload(client, "/api/v2/match", kit, event_id="multi", threshold="0.1").get_json()
     assert body["queries"] == 2 and body["combine"] == "mean"
     assert {"kit_harington__2.jpeg", "group__kit_with_rose.jpg"} <= {m["photo_id"] for m in body["matches"]}
-    assert "rose_leslie__1.jpg" not in {m["photo_id"] for m in body["matches"]}
+    # the scores are those of the normalised mean of both selfies' unit embeddings ...
+    units = [np.asarray(_upload(client, "/api/v2/embed", [f]).get_json()["embedding"]) for f in kit]
+    mean = _unit(sum(u / np.linalg.norm(u) for u in units))
+    by_mean = client.post("/api/v2/match", json={"event_id": "multi", "user_embedding": mean, "threshold": 0.1}).get_json()
+    assert _scores(body).keys() == _scores(by_mean).keys()
+    for photo, score in _scores(by_mean).items():
+        assert _scores(body)[photo] == pytest.approx(score, abs=2e-4), photo
+    # ... not those of either selfie alone
+    for unit in units:
+        alone = client.post("/api/v2/match", json={"event_id": "multi", "user_embedding": _unit(unit),
+                                                   "threshold": 0.1}).get_json()
+        assert max(abs(_scores(alone)[p] - s) for p, s in _scores(body).items() if p in _scores(alone)) > 0.01
+    at_default = _upload(client, "/api/v2/match", kit, event_id="multi").get_json()
+    assert "rose_leslie__1.jpg" not in {m["photo_id"] for m in at_default["matches"]}
     mixed = [faces_dir / "kit_harington__3.jpg", faces_dir / "rose_leslie__2.jpg"]
     _error(_upload(client, "/api/v2/match", mixed, event_id="multi"), 400, "selfies_disagree")
+
+
+def test_several_v1_descriptors_are_averaged_raw(client, faces_dir):
+    for f in ("obama__1.jpg", "obama__2.jpg", "biden__1.jpg"):
+        _upload(client, "/api/v1/ingest", [faces_dir / f], event_id="legacy-multi", photo_id=f)
+    d3, d4 = (np.asarray(_upload(client, "/api/face/analyze", [faces_dir / f]).get_json()["descriptor"])
+              for f in ("obama__3.jpg", "obama__4.jpg"))
+    both = client.post("/api/v1/match", json={"event_id": "legacy-multi", "descriptors": [d3.tolist(), d4.tolist()],
+                                              "tolerance": 0.9}).get_json()
+    assert both["queries"] == 2
+    mean = (d3 + d4) / 2  # the raw mean: v1 keeps Euclidean distances on raw descriptors
+    by_mean = client.post("/api/v1/match", json={"event_id": "legacy-multi", "descriptor": mean.tolist(),
+                                                 "tolerance": 0.9}).get_json()
+    assert _scores(both, "distance").keys() == _scores(by_mean, "distance").keys() == {
+        "obama__1.jpg", "obama__2.jpg", "biden__1.jpg"}
+    for photo, d in _scores(by_mean, "distance").items():
+        assert _scores(both, "distance")[photo] == pytest.approx(d, abs=2e-4), photo
+    alone = client.post("/api/v1/match", json={"event_id": "legacy-multi", "descriptor": d3.tolist(),
+                                               "tolerance": 0.9}).get_json()
+    assert max(abs(_scores(alone, "distance")[p] - d) for p, d in _scores(both, "distance").items()) > 0.01
+    # the same through several uploaded selfies
+    uploaded = _upload(client, "/api/v1/match", [faces_dir / "obama__3.jpg", faces_dir / "obama__4.jpg"],
+                       event_id="legacy-multi", tolerance="0.9").get_json()
+    assert _scores(uploaded, "distance") == pytest.approx(_scores(both, "distance"), abs=2e-4)
+    biden = np.asarray(_upload(client, "/api/face/analyze", [faces_dir / "biden__2.jpg"]).get_json()["descriptor"])
+    _error(client.post("/api/v1/match", json={"event_id": "legacy-multi", "descriptors": [d3.tolist(), biden.tolist()]}),
+           400, "selfies_disagree")
+    _error(_upload(client, "/api/v1/match", [faces_dir / "obama__3.jpg", faces_dir / "biden__2.jpg"],
+                   event_id="legacy-multi"), 400, "selfies_disagree")
 
 
 def test_all_my_photos_paging(client):
