@@ -232,6 +232,49 @@ def test_all_my_photos_paging(client):
     assert len(top["matches"]) == 5 and top["next_cursor"] is None
 
 
+def test_paging_is_stable_while_photos_are_added(client):
+    """Page 1, then photos ranked above, below and tied with the cursor arrive (and photos are
+    re-put), then the rest: nothing twice, nothing that existed at page 1 skipped."""
+    rng = np.random.default_rng(11)
+    me = rng.normal(size=DIM)
+    vecs = {f"p{i:02d}": _unit(me + rng.normal(scale=0.3, size=DIM)) for i in range(25)}
+
+    def put(photo_id, vec):
+        resp = client.post("/api/v2/ingest", json={"event_id": "paging-live", "photo_id": photo_id, "embedding": vec})
+        assert resp.status_code == 200
+
+    def page(cursor=None):
+        req = {"event_id": "paging-live", "user_embedding": _unit(me), "top_k": None, "page_size": 10}
+        return client.post("/api/v2/match", json={**req, **({"cursor": cursor} if cursor else {})}).get_json()
+
+    for pid, vec in vecs.items():
+        put(pid, vec)
+    first = page()
+    shown = [m["photo_id"] for m in first["matches"]]
+    last = first["matches"][-1]
+    cursor_id, cursor_score = last["photo_id"], last["score"]
+    rest_before = [pid for pid in vecs if pid not in shown]
+    put("new-above", _unit(me))  # ranks first
+    put("zz-tied-after", vecs[cursor_id])  # same score as the cursor, sorts after it
+    put("a-tied-before", vecs[cursor_id])  # same score, sorts before it: already "passed"
+    below = min(rest_before, key=lambda p: float(np.dot(vecs[p], _unit(me))))
+    put("new-below", vecs[below])  # ranks with the last photo
+    put(shown[0], vecs[shown[0]])  # re-puts of a shown photo and of one still to come
+    put(rest_before[0], vecs[rest_before[0]])
+    later, cursor = [], first["next_cursor"]
+    while cursor:
+        body = page(cursor)
+        later += body["matches"]
+        cursor = body["next_cursor"]
+    later_ids = [m["photo_id"] for m in later]
+    assert len(later_ids) == len(set(later_ids)) and not set(later_ids) & set(shown)  # nothing twice
+    assert set(rest_before) <= set(later_ids)  # nothing skipped
+    assert {"zz-tied-after", "new-below"} <= set(later_ids)  # arrivals after the cursor are served
+    assert "new-above" not in later_ids and "a-tied-before" not in later_ids
+    assert all(m["score"] <= cursor_score for m in later)
+    assert [m["score"] for m in later] == sorted((m["score"] for m in later), reverse=True)
+
+
 def test_v1_match_keeps_face_recognition_semantics(client, faces_dir, app):
     for f in ("obama__1.jpg", "obama__2.jpg", "biden__1.jpg"):
         _upload(client, "/api/v1/ingest", [faces_dir / f], event_id="legacy", photo_id=f)
