@@ -76,19 +76,25 @@ def test_kill9_leases_are_taken_over(firestore_db, tmp_path, faces_dir, pack_dir
         procs.append(victim)
         wait_for(lambda: all(d.get("faceWorker") == "victim" and d.get("faceStatus") == "processing"
                              for d in _docs(db, "ev").values()), 60, what="the victim to claim every photo")
-        time.sleep(2)  # leases are renewed while the victim lives
-        assert all(d["faceLeaseUntil"] > datetime.now(UTC) for d in _docs(db, "ev").values())
+        claimed = {k: d["faceLeaseUntil"] for k, d in _docs(db, "ev").items()}
+        time.sleep(2 * 3 + 1)  # past twice the lease: without renewal every lease would have expired
+        renewed = {k: d["faceLeaseUntil"] for k, d in _docs(db, "ev").items()}
+        assert all(renewed[k] > claimed[k] for k in claimed), (claimed, renewed)  # moved forward
+        assert all(until > datetime.now(UTC) for until in renewed.values())  # and still held
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
-        killed_at = datetime.now(UTC)
+        dead_until = {k: d["faceLeaseUntil"] for k, d in _docs(db, "ev").items()}  # its last renewal
 
         heir = start_worker(env, tmp_path / "heir.log", *BASE_ARGS, *lease, "--once", "--worker-id", "heir")
         procs.append(heir)
         assert heir.wait(timeout=90) == 0, (tmp_path / "heir.log").read_text()[-3000:]
         assert all(srv.hits(f"/k{i}.jpg") == 2 for i in range(3))
+        # the heir's download (after its claim) came only once the dead worker's lease had run out
+        for i in range(3):
+            victim_get, heir_get = srv.records(f"/k{i}.jpg")
+            assert heir_get.wall >= dead_until[f"k{i}"].timestamp() > victim_get.wall, (heir_get.wall, dead_until)
     for doc in _docs(db, "ev").values():
         assert doc["faceStatus"] == "done" and doc["faceWorker"] == "heir" and doc["faceAttempts"] == 2, doc
-        assert (doc["faceIndexedAt"] - killed_at).total_seconds() > 1.0  # waited for the lease to expire
 
 
 def _notify_socket(tmp_path) -> tuple[socket.socket, str]:
