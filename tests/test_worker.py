@@ -120,17 +120,23 @@ def test_sigterm_drains_in_flight_or_gives_back(firestore_db, tmp_path, faces_di
     sock, sock_path = _notify_socket(tmp_path)
     body = (faces_dir / "obama__1.jpg").read_bytes()
     with LocalHTTPServer() as srv:
-        srv.set("/slow.jpg", Reply(headers=JPEG, body=body, delay=3))
+        queued = [f"/q{i}.jpg" for i in range(4)]  # more photos than --concurrency 1
+        for path in ["/slow.jpg", *queued]:
+            srv.set(path, Reply(headers=JPEG, body=body, delay=3))
+            db.photos("ev-drain").document(path[1:-4]).set({"url": srv.url(path)})
         srv.set("/stuck.jpg", Reply(headers=JPEG, body=body, delay=120))
-        db.photos("ev-drain").document("slow").set({"url": srv.url("/slow.jpg")})
         db.photos("ev-give").document("stuck").set({"url": srv.url("/stuck.jpg")})
         beat = tmp_path / "heartbeat.json"
         drainer = start_worker({**env, "NOTIFY_SOCKET": sock_path}, tmp_path / "drainer.log", *BASE_ARGS,
-                               "--event-id", "ev-drain", "--heartbeat-file", str(beat), "--drain-timeout", "30")
+                               "--event-id", "ev-drain", "--heartbeat-file", str(beat), "--drain-timeout", "30",
+                               "--concurrency", "1")
         giver = start_worker(env, tmp_path / "giver.log", *BASE_ARGS, "--event-id", "ev-give", "--drain-timeout", "1")
         procs.extend([drainer, giver])
-        wait_for(lambda: srv.hits("/slow.jpg") and srv.hits("/stuck.jpg"), 60, what="both downloads to start")
-        assert db.photo("ev-drain", "slow")["faceStatus"] == "processing"
+        drain_paths = ["/slow.jpg", *queued]
+        wait_for(lambda: any(srv.hits(p) for p in drain_paths) and srv.hits("/stuck.jpg"), 60,
+                 what="both workers' first downloads to start")
+        first_path = next(r.path for r in srv.records() if r.path in drain_paths)
+        assert db.photo("ev-drain", first_path[1:-4])["faceStatus"] == "processing"
         t0 = time.monotonic()
         drainer.send_signal(signal.SIGTERM)
         giver.send_signal(signal.SIGTERM)
@@ -138,8 +144,13 @@ def test_sigterm_drains_in_flight_or_gives_back(firestore_db, tmp_path, faces_di
         assert time.monotonic() - t0 < 10  # gave up after --drain-timeout, did not wait 120 s
         assert drainer.wait(timeout=30) == 0
 
-    slow = db.photo("ev-drain", "slow")
-    assert slow["faceStatus"] == "done" and slow["faceCount"] == 1  # finished before exiting
+        started = [r.path for r in srv.records() if r.path in drain_paths]
+        urls = {p: srv.url(p) for p in drain_paths}
+    assert started == [first_path]  # one fetch slot: the others were queued (or not yet submitted)
+    first = db.photo("ev-drain", first_path[1:-4])
+    assert first["faceStatus"] == "done" and first["faceCount"] == 1  # finished before exiting
+    for path in set(drain_paths) - {first_path}:  # never started: never claimed either
+        assert db.photo("ev-drain", path[1:-4]) == {"url": urls[path]}, path
     stuck = db.photo("ev-give", "stuck")
     assert stuck["faceStatus"] == "pending" and stuck["faceLeaseOwner"] is None and stuck["faceAttempts"] == 0
     messages = "\n".join(_messages(sock))
