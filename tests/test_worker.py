@@ -97,6 +97,38 @@ def test_kill9_leases_are_taken_over(firestore_db, tmp_path, faces_dir, pack_dir
         assert doc["faceStatus"] == "done" and doc["faceWorker"] == "heir" and doc["faceAttempts"] == 2, doc
 
 
+def test_permanent_failures_fail_at_once_retryable_ones_back_off_doubling(firestore_db, tmp_path, pack_dir, procs):
+    db = firestore_db
+    # one download per attempt: the fetcher's own retries off
+    env = service_env(db, tmp_path / "data", pack_dir, FACEMATCH_INGEST_SPACES="v2", FACEMATCH_FETCH_RETRIES="0")
+    with LocalHTTPServer() as srv:
+        srv.set("/page", Reply(headers={"Content-Type": "text/html"}, body=b"<html>sign in</html>"))
+        srv.set("/busy.jpg", 503)
+        db.photos("ev").document("page").set({"url": srv.url("/page")})
+        db.photos("ev").document("busy").set({"url": srv.url("/busy.jpg")})
+        worker = start_worker(env, tmp_path / "w.log", *BASE_ARGS, "--once", "--max-attempts", "3",
+                              "--retry-base", "2")
+        procs.append(worker)
+        pending: dict[int, float] = {}  # attempt -> faceRetryAt minus the time that status was written
+        while worker.poll() is None:
+            snap = db.photos("ev").document("busy").get()
+            doc = snap.to_dict()
+            if doc.get("faceStatus") == "pending" and doc["faceAttempts"] not in pending:
+                pending[doc["faceAttempts"]] = (doc["faceRetryAt"] - snap.update_time).total_seconds()
+            time.sleep(0.1)
+        assert worker.returncode == 0, (tmp_path / "w.log").read_text()[-3000:]
+        assert srv.hits("/page") == 1 and srv.hits("/busy.jpg") == 3
+    page = db.photo("ev", "page")
+    assert page["faceStatus"] == "failed" and page["faceAttempts"] == 1 and page["faceRetryAt"] is None
+    assert page["faceError"].startswith("unsupported_image")
+    busy = db.photo("ev", "busy")
+    assert busy["faceStatus"] == "failed" and busy["faceAttempts"] == 3 and "503" in busy["faceError"]
+    # the backoff after attempt n is retry-base * 2**(n-1), measured from the status write
+    assert set(pending) == {1, 2}, pending
+    assert 2.0 - 1.0 < pending[1] <= 2.0 + 0.05, pending
+    assert 4.0 - 1.0 < pending[2] <= 4.0 + 0.05, pending
+
+
 def _notify_socket(tmp_path) -> tuple[socket.socket, str]:
     path = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
