@@ -47,24 +47,56 @@ def test_health_reports_both_engines(client):
     assert body["version"]
 
 
-def test_analyze_gives_the_raw_v1_descriptor(client, faces_dir):
-    resp = _upload(client, "/api/face/analyze", (faces_dir / "obama__1.jpg").read_bytes())
+def test_analyze_gives_the_raw_v1_descriptor(client, app, faces_dir):
+    data = (faces_dir / "obama__1.jpg").read_bytes()
+    resp = _upload(client, "/api/face/analyze", data)
     body = resp.get_json()
     assert resp.status_code == 200, body
     assert len(body["descriptor"]) == 128 and body["faces_detected"] == 1
-    assert 0.5 < float(np.linalg.norm(body["descriptor"])) < 2.0  # raw, not normalised
+    svc = app.extensions["facematch"]
+    face = svc.engines.get("v1").detect(svc.decode(data), "selfie")[0]
+    np.testing.assert_allclose(body["descriptor"], face.raw, rtol=0, atol=1e-6)  # the engine's own vector
+    assert abs(float(np.linalg.norm(body["descriptor"])) - 1.0) > 0.05  # raw, not normalised
     x1, y1, x2, y2 = body["bbox"]
     assert x2 > x1 and y2 > y1
 
 
-def test_embed_uses_the_largest_face_and_counts_them(client, faces_dir):
-    resp = _upload(client, "/api/v2/embed", (faces_dir / "group__two_people.jpg").read_bytes())
+def _centre_inside(box, other) -> bool:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return other[0] <= cx <= other[2] and other[1] <= cy <= other[3]
+
+
+def _two_sizes(faces_dir) -> bytes:
+    """Obama big on the left, Biden small on the right, in one JPEG."""
+    canvas = Image.new("RGB", (1600, 800), (200, 200, 200))
+    for name, height, x in (("obama__1.jpg", 760, 20), ("biden__1.jpg", 420, 1150)):
+        with Image.open(faces_dir / name) as im:
+            im = im.convert("RGB")
+            canvas.paste(im.resize((int(im.width * height / im.height), height)), (x, 20))
+    buf = io.BytesIO()
+    canvas.save(buf, "JPEG", quality=92)
+    return buf.getvalue()
+
+
+def test_selfie_endpoints_use_the_largest_face_and_count_them(client, faces_dir):
+    data = _two_sizes(faces_dir)
+    faces = _upload(client, "/api/v2/detect", data).get_json()["faces"]
+    assert len(faces) == 2
+    big, small = sorted(faces, key=lambda f: (f["bbox"][2] - f["bbox"][0]) * (f["bbox"][3] - f["bbox"][1]), reverse=True)
+    assert big["bbox"][2] < 800 < small["bbox"][0]  # Obama's face is the big one
+    resp = _upload(client, "/api/v2/embed", data)
     body = resp.get_json()
     assert resp.status_code == 200, body
     assert body["faces_detected"] == 2 and body["model"] == "det500m_mbf128"
-    assert len(body["embedding"]) == 128
+    assert body["bbox"] == pytest.approx(big["bbox"], abs=0.2)
+    np.testing.assert_allclose(body["embedding"], big["embedding"], atol=1e-5)
     assert abs(float(np.linalg.norm(body["embedding"])) - 1.0) < 1e-3
     assert body["det_score"] > 0.5
+    v1 = _upload(client, "/api/face/analyze", data).get_json()  # its own (HOG) boxes: the same face
+    assert v1["faces_detected"] == 2
+    assert _centre_inside(v1["bbox"], big["bbox"]) and not _centre_inside(v1["bbox"], small["bbox"])
+    obama = _upload(client, "/api/face/analyze", (faces_dir / "obama__2.jpg").read_bytes()).get_json()["descriptor"]
+    assert float(np.linalg.norm(np.subtract(v1["descriptor"], obama))) < 0.6  # and it describes that face
 
 
 def test_embed_by_json_base64(client, faces_dir):
