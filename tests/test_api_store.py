@@ -382,3 +382,15 @@ def test_ingest_spaces_setting_chooses_the_spaces_filled(tmp_path, pack_dir, fac
     both = _upload(client, "/api/v2/ingest", [faces_dir / "biden__2.jpg"], event_id="only2", photo_id="b2",
                    spaces='["v1", "v2"]').get_json()
     assert set(both["spaces"]) == {"v1", "v2"}  # a request may still ask for both
+
+
+def test_v1_ingest_needs_the_api_key(tmp_path, pack_dir, faces_dir):
+    client = create_app(make_settings(tmp_path, pack_dir, api_keys=("k1",))).test_client()
+    body = {"event_id": "keys1", "photo_id": "a", "descriptor": _unit(np.ones(128))}
+    _error(client.post("/api/v1/ingest", json=body), 401, "unauthorized")
+    _error(client.post("/api/v1/ingest", json=body, headers={"X-API-Key": "k2"}), 401, "unauthorized")
+    _error(_upload(client, "/api/v1/ingest", [faces_dir / "biden__1.jpg"], event_id="keys1", photo_id="b"),
+           401, "unauthorized")
+    _error(client.get("/api/v2/events/keys1"), 404, "unknown_event")  # nothing was written
+    assert client.post("/api/v1/ingest", json=body, headers={"X-API-Key": "k1"}).status_code == 200
+    assert client.get("/api/v2/events/keys1").get_json()["spaces"]["v1"]["photos"] == 1
