@@ -270,3 +270,57 @@ def test_v2_not_ready_path(app_without_v2, faces_dir, monkeypatch):
     assert resp.status_code == 200 and len(resp.get_json()["descriptor"]) == 128
     assert attempts == [], f"the not-ready path tried the network: {attempts}"
     assert not any(app_without_v2.extensions["facematch"].settings.model_root.iterdir())
+
+
+def test_lowered_max_image_pixels_is_honoured(tmp_path, pack_dir, faces_dir):
+    from flask_backend.config import Settings
+
+    photo = (faces_dir / "obama__1.jpg").read_bytes()
+    with Image.open(io.BytesIO(photo)) as im:
+        pixels = im.width * im.height
+    env = {"FACEMATCH_MAX_IMAGE_PIXELS": str(pixels - 1)}  # one pixel too many, read as operators set it
+    client = create_app(Settings.from_env(env, data_dir=tmp_path, v2_pack=str(pack_dir), log_level="WARNING")).test_client()
+    for path in ("/api/v2/embed", "/api/v2/detect", "/api/face/analyze"):
+        _error(_upload(client, path, photo), 413, "image_too_large")
+    _error(_upload(client, "/api/v2/ingest", photo, event_id="px", photo_id="a"), 413, "image_too_large")
+    _error(client.get("/api/v2/events/px"), 404, "unknown_event")
+    small = _jpeg((640, 480))
+    assert _upload(client, "/api/v2/ingest", small, event_id="px", photo_id="b").status_code == 200
+
+
+def _displayed_upright(data: bytes, orientation: int) -> bytes:
+    """The same picture stored rotated, with the EXIF tag that tells viewers to turn it back."""
+    with Image.open(io.BytesIO(data)) as im:
+        stored = im.convert("RGB").transpose({6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270,
+                                              3: Image.Transpose.ROTATE_180}[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    stored.save(buf, "JPEG", quality=95, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("orientation", [6, 8, 3])
+def test_exif_orientation_gives_boxes_in_the_displayed_orientation(client, faces_dir, orientation):
+    with Image.open(faces_dir / "obama__1.jpg") as im:
+        buf = io.BytesIO()
+        im.convert("RGB").save(buf, "JPEG", quality=95)
+        upright, size = buf.getvalue(), im.size
+    rotated = _displayed_upright(upright, orientation)
+    with Image.open(io.BytesIO(rotated)) as im:
+        assert im.size == (size if orientation == 3 else size[::-1])  # stored sideways / upside down
+    want = _upload(client, "/api/v2/detect", upright).get_json()
+    got = _upload(client, "/api/v2/detect", rotated).get_json()
+    assert (got["image_width"], got["image_height"]) == size
+    assert len(got["faces"]) == len(want["faces"]) == 1
+    box = want["faces"][0]["bbox"]
+    tol = 0.05 * (box[2] - box[0])
+    assert got["faces"][0]["bbox"] == pytest.approx(box, abs=tol)
+    v1_want = _upload(client, "/api/face/analyze", upright).get_json()["bbox"]
+    assert _upload(client, "/api/face/analyze", rotated).get_json()["bbox"] == pytest.approx(v1_want, abs=tol)
+    event = f"exif-{orientation}"
+    ingested = _upload(client, "/api/v2/ingest", rotated, event_id=event, photo_id="rot").get_json()
+    assert ingested["faces"][0]["bbox"] == pytest.approx(box, abs=tol)
+    selfie = (faces_dir / "obama__2.jpg").read_bytes()
+    hit = _upload(client, "/api/v2/match", selfie, event_id=event).get_json()["matches"][0]
+    assert hit["photo_id"] == "rot" and hit["bbox"] == pytest.approx(box, abs=tol)  # stored in that orientation
