@@ -216,3 +216,31 @@ def test_mirror_deletes_removes_photos_deleted_from_firestore(firestore_db, tmp_
         assert mirror.wait(timeout=120) == 0, (tmp_path / "w3.log").read_text()[-3000:]
     assert {p.photo_id for p in store.list_photos("ev")} == set(PHOTOS[1:3])
     assert "status=deleted" in (tmp_path / "w3.log").read_text()
+
+
+def test_worker_and_cli_refuse_private_urls_by_default(firestore_db, tmp_path, faces_dir, pack_dir, procs):
+    """Every other test allows loopback URLs (its photo server); with the defaults the
+    worker and the CLI refuse them before connecting."""
+    from click.testing import CliRunner
+
+    from scripts.bulk_ingest import main as bulk_ingest
+
+    db = firestore_db
+    env = service_env(db, tmp_path / "data", pack_dir, FACEMATCH_INGEST_SPACES="v2")
+    del env["FACEMATCH_ALLOW_PRIVATE_URLS"]  # the default
+    with LocalHTTPServer() as srv:
+        srv.set("/a.jpg", Reply(headers=JPEG, body=(faces_dir / "obama__1.jpg").read_bytes()))
+        db.photos("ev-w").document("a").set({"url": srv.url("/a.jpg")})
+        db.photos("ev-c").document("a").set({"url": srv.url("/a.jpg").replace("127.0.0.1", "localhost")})
+        worker = start_worker(env, tmp_path / "w.log", *BASE_ARGS, "--once", "--event-id", "ev-w")
+        procs.append(worker)
+        assert worker.wait(timeout=120) == 0, (tmp_path / "w.log").read_text()[-3000:]
+        cli_env = {**env, "FACEMATCH_ALLOW_PRIVATE_URLS": ""}  # CliRunner adds to this process's environment
+        result = CliRunner().invoke(bulk_ingest, ["--event-id", "ev-c", "--no-progress"], env=cli_env,
+                                    catch_exceptions=False)
+        assert result.exit_code == 1, result.output
+        assert srv.hits() == 0  # refused before any connection
+    for event in ("ev-w", "ev-c"):
+        doc = db.photo(event, "a")
+        assert doc["faceStatus"] == "failed" and doc["faceAttempts"] == 1, doc
+        assert doc["faceError"].startswith("forbidden_url: "), doc
