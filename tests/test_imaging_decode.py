@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -336,10 +335,8 @@ def test_pixel_limit_checked_from_header() -> None:
 
 def test_9000x9000_is_over_the_default_limit() -> None:
     # 81 MP: above our 80 MP default, below Pillow's own warning threshold (89 MP).
-    started = time.perf_counter()
     err = expect_error(png_bomb(9000, 9000), 413, "image_too_large")
     assert "9000x9000" in err.message
-    assert time.perf_counter() - started < 1.0
 
 
 BOMB_PROBE = """
@@ -376,8 +373,7 @@ def test_20000x20000_png_bomb_is_refused_without_allocating(tmp_path: Path, png_
     )
     probe = json.loads(out.stdout.strip().splitlines()[-1])
     assert probe["result"] == [413, "image_too_large"]
-    assert probe["seconds"] < 0.5
-    assert probe["grew_kb"] < 20 * 1024, probe  # far below the 400 MB the pixels would take
+    assert probe["grew_kb"] < 20 * 1024, probe  # far below the 400 MB the pixels would take: never decoded
 
 
 # --------------------------------------------------------------------------- downscaling
