@@ -214,29 +214,41 @@ def test_second_ctrl_c_gives_the_photos_in_flight_back(firestore_db, tmp_path, f
 
 
 def test_cli_and_worker_at_once_process_each_photo_once(firestore_db, tmp_path, faces_dir, pack_dir, procs):
+    import threading
+
     from tests.firestore_fixtures import start_worker
 
     db = firestore_db
     env = service_env(db, tmp_path / "data", pack_dir, FACEMATCH_INGEST_SPACES="v2")
     names = ["obama__1.jpg", "biden__1.jpg", "kit_harington__1.jpeg", "rose_leslie__1.jpg"]
+    gate = threading.Event()  # downloads wait until both processes are at work
+
+    def gated(body: bytes):
+        def reply(info):
+            gate.wait(60)
+            return Reply(headers={"Content-Type": "image/jpeg"}, body=body, delay=0.2)
+        return reply
+
     with LocalHTTPServer() as srv:
-        for i in range(10):
-            srv.set(f"/{i}.jpg", Reply(headers={"Content-Type": "image/jpeg"},
-                                       body=(faces_dir / names[i % 4]).read_bytes(), delay=0.5))
+        for i in range(12):
+            srv.set(f"/{i}.jpg", gated((faces_dir / names[i % 4]).read_bytes()))
             db.photos("ev").document(f"p{i}").set({"url": srv.url(f"/{i}.jpg")})
         worker = start_worker(env, tmp_path / "worker.log", "--event-id", "ev", "--once", "--poll-interval", "1",
                               "--concurrency", "2", "--compute-threads", "1", "--summary-interval", "0",
                               "--worker-id", "W")
         procs.append(worker)
+        wait_for(lambda: srv.hits() >= 2, 60, what="the worker's first downloads")
         cli = _cli_proc(env, "--concurrency", "2")
         procs.append(cli)
+        wait_for(lambda: srv.hits() >= 4 or cli.poll() is not None, 60, what="the CLI's first downloads")
+        gate.set()  # now both race for the rest
         out, _ = cli.communicate(timeout=120)
         assert cli.returncode == 0, out  # photos the worker holds are skipped, not failed
         assert worker.wait(timeout=120) == 0, (tmp_path / "worker.log").read_text()[-3000:]
-        assert {f"/{i}.jpg": srv.hits(f"/{i}.jpg") for i in range(10)} == {f"/{i}.jpg": 1 for i in range(10)}
+        assert {f"/{i}.jpg": srv.hits(f"/{i}.jpg") for i in range(12)} == {f"/{i}.jpg": 1 for i in range(12)}
     docs = {d.id: d.to_dict() for d in db.photos("ev").stream()}
     assert all(d["faceStatus"] == "done" and d["faceAttempts"] == 1 for d in docs.values()), docs
     workers = {d["faceWorker"] for d in docs.values()}
     assert "W" in workers and any(w.startswith("cli@") for w in workers), workers  # both took a share
     store = Services(make_settings(tmp_path / "data", pack_dir)).store
-    assert len(store.list_photos("ev", "v2")) == 10
+    assert len(store.list_photos("ev", "v2")) == 12
