@@ -59,7 +59,8 @@ def choose_spaces(services: Services, requested: Sequence[str] | None) -> list[s
             services.engines.get(s)  # 503 when not ready
         return list(dict.fromkeys(requested))
     configured = services.settings.ingest_spaces or SPACES
-    ready = [s for s in configured if s in services.engines.ready_spaces()]
+    # only the configured spaces' engines are asked (and so loaded)
+    ready = [s for s in configured if services.engines.status(s).ready]
     if not ready:
         raise errors.engine_not_ready(f"no ready engine among {list(configured)}")
     return ready

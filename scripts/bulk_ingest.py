@@ -213,6 +213,12 @@ def _run(runner: IngestRunner, refs: list[PhotoRef], show_progress: bool) -> int
         runner.tracker.close()
     runner.close(wait=not interrupted["count"] > 1)
     click.echo(summary(runner.stats, elapsed, listed=len(refs)))
+    if interrupted["count"] > 1:
+        # "quit now": the photos in flight were given back, but their downloads still hold
+        # pool threads that the interpreter would wait for at exit (up to the read timeout).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     if interrupted["count"]:
         return 130
     return 1 if runner.stats.counts["failed"] else 0

@@ -122,6 +122,10 @@ class FaceStore:
         self._pid = os.getpid()
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._counters: dict[str, int] = {}
+        self._eraser: threading.Thread | None = None  # retries a checkpoint a reader blocked
+        self._eraser_pid = 0
+        self._erase_again = threading.Event()
+        self._closing = threading.Event()
         self.sweep_snapshots()
 
     # ------------------------------------------------------------------ writes
@@ -379,7 +383,34 @@ class FaceStore:
                 snapshot.remove(paths)
             if forget:
                 self._drop_entry((event_id, name))
-        self.checkpoint(self.checkpoint_wait_s)
+        self._finish_erasure()
+
+    def _finish_erasure(self) -> None:
+        """Checkpoint now; when a reader in another process blocks it (its snapshot still
+        reads the old pages), keep retrying in the background until it completes, so the
+        deleted bytes leave the files as soon as that reader is done, with no later delete."""
+        if self.checkpoint(self.checkpoint_wait_s):
+            return
+        self._count("checkpoints_deferred")
+        with self._guard:
+            if self._eraser is not None and self._eraser.is_alive() and self._eraser_pid == os.getpid():
+                self._erase_again.set()
+                return
+            self._erase_again.clear()
+            self._eraser_pid = os.getpid()
+            self._eraser = threading.Thread(target=self._retry_checkpoint, name="erasure-checkpoint", daemon=True)
+            self._eraser.start()
+
+    def _retry_checkpoint(self) -> None:
+        delay = 0.1
+        while not self._closing.wait(delay):
+            self._erase_again.clear()
+            try:
+                if self.checkpoint(0.0) and not self._erase_again.is_set():
+                    return
+            except RuntimeError:  # closed meanwhile
+                return
+            delay = min(2 * delay, 2.0)
 
     def checkpoint(self, wait_s: float = 5.0) -> bool:
         """Fold the WAL into the database file and truncate it (so deleted rows leave the -wal file too)."""
@@ -920,6 +951,10 @@ class FaceStore:
 
     def close(self) -> None:
         """Close this process's database connections and drop its caches."""
+        self._closing.set()
+        eraser = self._eraser
+        if eraser is not None and eraser.is_alive() and self._eraser_pid == os.getpid():
+            eraser.join(timeout=5)
         self.evict()
         self._db.close()
 
