@@ -57,6 +57,10 @@ class Settings:
     forget_threshold: float | None = None  # None: stricter than the match default
     max_top_k: int = 1000
     page_size: int = 100
+    # --- faces indexed at ingest (issue 10: detection passes, rotations, quality) ----
+    ingest_try_rotations: bool = True  # turn a photo 90/270 degrees when no face is upright
+    min_face_px: int = 0  # faces smaller than this (longer box side, original pixels) are not indexed
+    min_face_quality: float = 0.0  # faces whose 0-1 quality score is lower are not indexed
     # --- service -------------------------------------------------------------
     api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
