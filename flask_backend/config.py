@@ -58,6 +58,9 @@ class Settings:
     max_top_k: int = 1000
     page_size: int = 100
     # --- faces indexed at ingest (issue 10: detection passes, rotations, quality) ----
+    # a second, padded pass at the selfie size for faces too large for the big ingest input
+    # (off: one pass, as before issue 10; costs ~10 % more detection time when on)
+    ingest_large_faces: bool = True
     ingest_try_rotations: bool = True  # turn a photo 90/270 degrees when no face is upright
     min_face_px: int = 0  # faces smaller than this (longer box side, original pixels) are not indexed
     min_face_quality: float = 0.0  # faces whose 0-1 quality score is lower are not indexed

@@ -196,7 +196,7 @@ class InsightFaceEngine:
         # SCRFD's anchors (a 112 px face crop is found at 640, missed at 1600).
         size = max(MIN_DET_SIZE, min(size, -(-max(bgr.shape[:2]) // 32) * 32))
         boxes, kpss = self._det.detect(bgr, input_size=fitted_input(bgr.shape, size))
-        if purpose == "ingest":
+        if purpose == "ingest" and s.ingest_large_faces:
             big_boxes, big_kps = self._detect_padded(bgr, s.v2_det_size_selfie)
             boxes, kpss = merge_boxes(np.concatenate([boxes, big_boxes]), np.concatenate([kpss, big_kps]))
         elif boxes.shape[0] == 0:
