@@ -62,8 +62,11 @@ class Settings:
     # (off: one pass, as before issue 10; costs ~10 % more detection time when on)
     ingest_large_faces: bool = True
     ingest_try_rotations: bool = True  # turn a photo 90/270 degrees when no face is upright
-    min_face_px: int = 0  # faces smaller than this (longer box side, original pixels) are not indexed
-    min_face_quality: float = 0.0  # faces whose 0-1 quality score is lower are not indexed
+    # Floors for indexing (scripts/bench_quality.py; README "Face quality"): on ../shared/faces
+    # and the bench photos the smallest labelled face is 77 px and the lowest labelled quality
+    # 0.41, so these drop none of them; 0.25 drops a blurred giant background face.
+    min_face_px: int = 40  # faces smaller than this (longer box side, original pixels) are not indexed
+    min_face_quality: float = 0.25  # faces whose 0-1 quality score is lower are not indexed
     # --- service -------------------------------------------------------------
     api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()

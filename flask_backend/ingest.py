@@ -137,12 +137,14 @@ def _detect_once(
         else:
             faces = engine.detect(img, purpose)
             detected.append(space)
-        found[space] = indexable(services, faces) if ingest else faces
+        # The floors judge a face where it was detected; a describer keeps the faces it was
+        # given, so both spaces index the same faces.
+        found[space] = indexable(services, faces) if ingest and not given else faces
     if ingest:
         for space, faces in found.items():
             others = [f for other, fs in found.items() if other != space for f in fs]
             if not faces and others:
-                found[space] = indexable(services, engines[space].describe(img, others))
+                found[space] = engines[space].describe(img, others)
     return found, detected
 
 

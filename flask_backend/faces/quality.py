@@ -18,6 +18,7 @@ from .base import BBox, FaceQuality
 Layout = Literal["scrfd", "dlib5"]
 
 CROP_PX = 112
+INSET = 0.2
 # Sharpness (variance of the Laplacian on the 112 px grey crop) at which the score's
 # sharpness term reaches 1; below it the term falls linearly. Measured on ../shared/faces:
 # sharp portraits give 150-2500, the bench's blurred background faces under 30.
@@ -32,9 +33,14 @@ NOSE_DEPTH_DLIB = 0.6
 
 
 def sharpness(rgb: np.ndarray, box: BBox) -> float:
-    """Variance of the Laplacian of the face crop (grey, resized to CROP_PX): blur lowers it."""
+    """Variance of the Laplacian of the face's inner part (the box less INSET on each side:
+    eyes, nose, mouth; grey, resized to CROP_PX): blur lowers it. The inset keeps hair and
+    background out, which would lend a blurred face the sharpness of what is behind it."""
     h, w = rgb.shape[:2]
-    x1, y1, x2, y2 = (int(v) for v in np.rint(np.asarray(box, dtype=np.float64)))
+    bx1, by1, bx2, by2 = box
+    dx, dy = (bx2 - bx1) * INSET, (by2 - by1) * INSET
+    inner = (bx1 + dx, by1 + dy, bx2 - dx, by2 - dy)
+    x1, y1, x2, y2 = (int(v) for v in np.rint(np.asarray(inner, dtype=np.float64)))
     x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
     if x2 - x1 < 2 or y2 - y1 < 2:
         return 0.0
