@@ -59,7 +59,7 @@ class Settings:
     page_size: int = 100
     # --- faces indexed at ingest (issue 10: detection passes, rotations, quality) ----
     # a second, padded pass at the selfie size for faces too large for the big ingest input
-    # (off: one pass, as before issue 10; costs ~10 % more detection time when on)
+    # (off: one pass, as before issue 10; about +10 % ingest CPU when on)
     ingest_large_faces: bool = True
     ingest_try_rotations: bool = True  # turn a photo 90/270 degrees when no face is upright
     # Floors for indexing (scripts/bench_quality.py; README "Face quality"): on ../shared/faces
