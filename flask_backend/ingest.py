@@ -94,7 +94,7 @@ def detect_spaces(services: Services, img: DecodedImage, spaces: Sequence[str], 
         return found
     best, best_score = None, 0.0
     for degrees in TURNS:
-        turned_found, detected = _detect_once(services, turned(img, degrees), spaces, purpose)
+        turned_found, detected = _detect_once(services, turned(img, degrees), spaces, purpose, fallback=False)
         score = _upright_score(turned_found, detected)
         if score > best_score:
             best, best_score = (degrees, turned_found), score
@@ -119,23 +119,32 @@ def _upright_score(found: Mapping[str, Sequence[DetectedFace]], detected: Iterab
 
 
 def _detect_once(
-    services: Services, img: DecodedImage, spaces: Sequence[str], purpose: Purpose
+    services: Services, img: DecodedImage, spaces: Sequence[str], purpose: Purpose, *, fallback: bool = True
 ) -> tuple[dict[str, list[DetectedFace]], list[str]]:
     """Each space's faces; at ingest an engine that declares ``boxes_from`` describes that
-    space's faces (one face, one record in both spaces) and detects itself only when that
-    space is not ingested or found nothing; a space left with no face then describes what
-    the others found, when its engine can. Also returns the spaces that ran their detector."""
+    space's faces (one face, one record in both spaces) and detects itself when that space
+    is not ingested, or (``fallback``) found nothing; a space left with no face then
+    describes what the others found, when its engine can. Also returns the spaces that ran
+    their detector.
+
+    The fallback detection runs at selfie settings: it is insurance for the faces the
+    first detector missed, which are large ones (SCRFD at the ingest size finds far smaller
+    faces than HOG); HOG's ingest upsampling would cost ~4x for them (a photo without faces:
+    1.3 s of CPU). Turned photos (``fallback=False``) rely on the first detector alone."""
     engines: dict[str, FaceEngine] = {s: services.engines.get(s) for s in spaces}
     ingest = purpose == "ingest"
     found: dict[str, list[DetectedFace]] = {}
     detected: list[str] = []
     for space in _providers_first(engines):
         engine = engines[space]
-        given = found.get(engine.boxes_from) if ingest and engine.boxes_from else None
+        provider = engine.boxes_from if ingest and engine.boxes_from in engines else None
+        given = found.get(provider) if provider else None
         if given:
             faces = engine.describe(img, given)
+        elif provider and not fallback:
+            faces = []
         else:
-            faces = engine.detect(img, purpose)
+            faces = engine.detect(img, "selfie" if provider else purpose)
             detected.append(space)
         # The floors judge a face where it was detected; a describer keeps the faces it was
         # given, so both spaces index the same faces.

@@ -196,7 +196,7 @@ def test_v1_runs_hog_when_v2_finds_no_face(tmp_path, pack_dir, faces_dir):
     result = ingest_photo(svc, "hog", "p", image=data, spaces=list(SPACES))
     v1 = result.outcomes["v1"].faces
     assert len(v1) == 1 and 0.5 <= v1[0].det_score < 1.0
-    own = svc.engines.get("v1").detect(decode_image(data), "ingest")
+    own = svc.engines.get("v1").detect(decode_image(data), "selfie")  # the fallback runs at selfie settings
     assert v1[0].bbox == pytest.approx(own[0].bbox)  # HOG's own box, not a v2 box
 
 
