@@ -225,3 +225,16 @@ def test_rotations_can_be_switched_off(tmp_path, pack_dir, built):
     faces = ingest_photo(on, "rot", "p", image=data, spaces=["v2"]).outcomes["v2"].faces
     assert len(faces) == 1 and cf.found(sideways.boxes[0], [faces[0].bbox])
     assert 45 < abs(faces[0].quality.roll) <= 135  # mapped back: sideways in the photo as stored
+
+
+def test_v2_describes_the_faces_hog_found(services, faces_dir):
+    """The other direction of the declared dependency: v2 embeds given boxes (SCRFD on a crop)."""
+    img = decode_image((faces_dir / "group__two_people.jpg").read_bytes())
+    hog = services.engines.get("v1").detect(img, "ingest")
+    own = services.engines.get("v2").detect(img, "selfie")
+    described = services.engines.get("v2").describe(img, hog)
+    assert len(hog) == len(own) == len(described) == 2
+    for face in described:
+        best = max(own, key=lambda o: cf.iou(o.bbox, face.bbox))
+        assert cf.iou(best.bbox, face.bbox) > 0.8 and float(best.embedding @ face.embedding) > 0.9
+        _check_ranges(face)
