@@ -64,7 +64,7 @@ class Settings:
     ingest_try_rotations: bool = True  # turn a photo 90/270 degrees when no face is upright
     # Floors for indexing (scripts/bench_quality.py; README "Face quality"): on ../shared/faces
     # and the bench photos the smallest labelled face is 77 px and the lowest labelled quality
-    # 0.41, so these drop none of them; 0.25 drops a blurred giant background face.
+    # 0.45, so these drop none of them; 0.25 drops a blurred giant background face.
     min_face_px: int = 40  # faces smaller than this (longer box side, original pixels) are not indexed
     min_face_quality: float = 0.25  # faces whose 0-1 quality score is lower are not indexed
     # --- service -------------------------------------------------------------
