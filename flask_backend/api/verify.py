@@ -10,7 +10,9 @@
 The largest face of each image is compared (the selfie detector, as for a match query).
 ``faces_a``/``faces_b``: faces found in that image (null for a vector); ``face_a``/``face_b``:
 the compared face's box, detector score and quality (null for a vector). Nothing is stored.
-Its own blueprint so that access control and rate limits can be attached to it as a whole.
+Its own blueprint so that access control and rate limits can be attached to it as a whole;
+the endpoints are named ``verify.v2.verify`` and ``verify.v1.verify`` (``*.verify``: the
+access layer gives them the search limit and ``Cache-Control: no-store`` by that name).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from .fields import Fields, services
 from .v2 import face_json
 
 bp = Blueprint("verify", __name__)
+_v2 = Blueprint("v2", __name__, url_prefix="/api/v2")
+_v1 = Blueprint("v1", __name__, url_prefix="/api/v1")
 
 SIDES = ("a", "b")
 
@@ -41,7 +45,7 @@ class Side:
     face: DetectedFace | None
 
 
-@bp.post("/api/v2/verify")
+@_v2.post("/verify", endpoint="verify")
 def verify_v2():
     svc = services()
     fields = Fields()
@@ -55,7 +59,7 @@ def verify_v2():
                     **_faces(a, b), "model": space.model_id})
 
 
-@bp.post("/api/v1/verify")
+@_v1.post("/verify", endpoint="verify")
 def verify_v1():
     svc = services()
     fields = Fields()
@@ -67,6 +71,10 @@ def verify_v1():
     distance = float(np.linalg.norm(a.vector.astype(np.float64) - b.vector.astype(np.float64)))
     return jsonify({"distance": round(distance, 4), "tolerance": tolerance, "is_match": distance <= tolerance,
                     **_faces(a, b), "model": space.model_id})
+
+
+bp.register_blueprint(_v2)
+bp.register_blueprint(_v1)
 
 
 def _faces(a: Side, b: Side) -> dict:
