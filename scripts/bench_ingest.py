@@ -185,6 +185,29 @@ def run_ours(urls: dict[str, str], data_dir: Path, concurrency: int, compute_thr
             "settings": settings, "compute_threads": runner.compute_threads}
 
 
+def cpu_ab_run(photos: Path, names: list[str], rounds: int) -> tuple[float, float]:
+    """Per-photo CPU seconds of decode + detect + embed on ONE thread, large-face pass off vs
+    on, interleaved photo by photo (order alternating by round): other load on the box slows
+    both sides alike, so the ratio holds up where the threaded runs' times do not."""
+    from flask_backend.config import Settings
+    from flask_backend.ingest import detect_spaces
+    from flask_backend.services import Services
+
+    svc = {on: Services(Settings.from_env(ingest_large_faces=on)) for on in (False, True)}
+    for s in svc.values():
+        s.engines.get("v2")  # load outside the clock
+    cpu = {False: 0.0, True: 0.0}
+    for r in range(rounds):
+        for name in names:
+            data = (photos / name).read_bytes()
+            for on in ((False, True) if r % 2 == 0 else (True, False)):
+                t = time.process_time()
+                detect_spaces(svc[on], svc[on].decode(data), ["v2"], "ingest")
+                cpu[on] += time.process_time() - t
+    n = rounds * len(names)
+    return cpu[False] / n, cpu[True] / n
+
+
 # --------------------------------------------------------------------------- report
 def row(label: str, r: dict[str, Any], truth: dict[str, list]) -> list[str]:
     hit, total = recall(truth, r["found"])
@@ -211,11 +234,14 @@ def table(rows: list[list[str]]) -> str:
 @click.option("--skip-naive", is_flag=True, help="Only time our pipeline.")
 @click.option("--rounds", type=click.IntRange(1), default=1, show_default=True,
               help="Alternate naive and ours this many times (busy machines); medians are compared.")
+@click.option("--cpu-ab", is_flag=True,
+              help="Also compare one-thread CPU per photo (decode+detect+embed) with the large-face pass off/on, "
+                   "interleaved: the robust figure on a loaded box.")
 @click.option("--single-pass", "single_pass", is_flag=True,
               help="Also time ours with FACEMATCH_INGEST_LARGE_FACES=0 (one detector pass, the ingest "
                    "before issue 10) in each round and print the new/old time ratio.")
 def main(photos: Path | None, count: int, concurrency: int, compute_threads: int | None, skip_naive: bool,
-         rounds: int, single_pass: bool) -> None:
+         rounds: int, single_pass: bool, cpu_ab: bool) -> None:
     """Benchmark ingest throughput and recall against the naive pipeline."""
     from flask_backend.config import Settings
     from tests.http_fixtures import LocalHTTPServer
@@ -265,6 +291,7 @@ def main(photos: Path | None, count: int, concurrency: int, compute_threads: int
                 our_cpu.append(ours["cpu"] / ours["photos"])
                 our_wall.append(ours["wall"])
                 our_cpu_total.append(ours["cpu"])
+        cpu_ab_figures = cpu_ab_run(photos, names, max(2, rounds)) if cpu_ab else (0.0, 0.0)
     s = ours["settings"]
     cores = len(os.sched_getaffinity(0))
     click.echo(f"\n{len(names)} photos, {sum(map(len, truth.values()))} pasted faces, {cores} cores; ours: "
@@ -272,6 +299,10 @@ def main(photos: Path | None, count: int, concurrency: int, compute_threads: int
                f"onnx_threads={s.onnx_threads} concurrency={concurrency} compute_threads={ours['compute_threads']}; "
                f"1-min load average before/after: {load_before:.2f}/{os.getloadavg()[0]:.2f}")
     click.echo(table(rows))
+    if cpu_ab:
+        off, on = cpu_ab_figures
+        click.echo(f"\none-thread CPU per photo (decode+detect+embed), interleaved: large-face pass off {off:.4f} s, "
+                   f"on {on:.4f} s, ratio {on / off:.3f}x")
     if one_wall:
         click.echo(f"\ningest time, ours (large-face pass on) / ours 1-pass (medians over {rounds} round(s)): "
                    f"wall {statistics.median(our_wall) / statistics.median(one_wall):.3f}x, "
