@@ -265,9 +265,11 @@ def unsupported_media_type() -> str:
 
 
 @_error(422, "no_face")
-def no_face(where: str = "") -> str:
-    """``where``: which image had none, e.g. " in image 2"."""
-    return f"no face found{where}; use a clear, front-facing photo"
+def no_face(where: str = "", *, image: str | None = None) -> str | tuple[str, dict[str, Any]]:
+    """``where``: which image had none, e.g. " in image 2"; ``image``: that image's name as a
+    field too (verify: ``"a"`` or ``"b"``)."""
+    message = f"no face found{where}; use a clear, front-facing photo"
+    return (message, {"image": image}) if image is not None else message
 
 
 # --- 503 ---------------------------------------------------------------------------------

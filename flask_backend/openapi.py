@@ -63,7 +63,7 @@ ERROR_MEANING = {
     "`retry_unavailable`: the photo has no http(s) URL to fetch again.",
     413: "Image or request too large.",
     415: "Not an image format the service accepts (JPEG, PNG, WebP, BMP, TIFF; HEIC when enabled).",
-    422: "`no_face`: no face found in the selfie.",
+    422: "`no_face`: no face found in the selfie (verify: in the image named by `image`).",
     429: "`rate_limited`: too many requests from this address (or too many wrong codes for this event); "
     "wait `Retry-After` seconds.",
     500: "Internal error; quote the `request_id`.",
@@ -170,6 +170,11 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
                          "description": "faces removed, per space"}
     multipart_paging = {k: TEXT_NUMBER if k in ("top_k", "page_size") else v for k, v in paging.items()}
     files = arr(FILE, maxItems=10, description="the selfie; repeat the field for several selfies")
+    verify_faces = {
+        "faces_a": nullable(integer("faces found in image a; null when a vector was sent", minimum=1)),
+        "faces_b": nullable(integer("faces found in image b; null when a vector was sent", minimum=1)),
+        "face_a": nullable(ref("IndexedFace")), "face_b": nullable(ref("IndexedFace")),
+    }
     return {
         "Error": obj(
             {"error": obj({"code": s("machine-readable, see the status's list"), "message": s("for humans"),
@@ -228,7 +233,7 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
         ),
         "IngestResponse": obj(
             {"event_id": s(), "photo_id": s(), "faces_indexed": integer(minimum=0),
-             "faces": arr(obj({"bbox": ref("BBox"), "det_score": num()}, ("bbox", "det_score"))),
+             "faces": arr(ref("IndexedFace")),
              "model": nullable(s()),
              "spaces": {"type": "object", "additionalProperties": obj(
                  {"faces_indexed": integer(minimum=0), "model": s()}, ("faces_indexed", "model"))}},
@@ -239,8 +244,8 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
                                           enum=["selfie", "ingest"])}, extra=True),
         "ImageMultipart": obj({"image": files}, ("image",), extra=True),
         "EmbedResponse": obj(
-            {"embedding": vector, "bbox": ref("BBox"), "det_score": num(), "faces_detected": integer(minimum=1),
-             "model": s()},
+            {"embedding": vector, "bbox": ref("BBox"), "det_score": num(minimum=0, maximum=1),
+             "quality": ref("FaceQuality"), "faces_detected": integer(minimum=1), "model": s()},
             ("embedding", "bbox", "det_score", "faces_detected", "model"),
             description="the largest face's unit-length embedding",
         ),
@@ -252,11 +257,56 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
         ),
         "DetectResponse": obj(
             {"faces": arr(obj({"bbox": ref("BBox"), "kps": arr(arr(num(), minItems=2, maxItems=2)),
-                               "det_score": num(), "embedding": vector},
+                               "det_score": num(minimum=0, maximum=1), "quality": ref("FaceQuality"),
+                               "embedding": vector},
                               ("bbox", "kps", "det_score", "embedding")), description="largest first"),
              "faces_detected": integer(minimum=0), "image_width": integer(), "image_height": integer(),
              "processing_time_ms": num(), "model": s()},
             ("faces", "image_width", "image_height", "processing_time_ms"),
+        ),
+        "FaceQuality": obj(
+            {"size_px": num("longer side of the face box, original pixels", minimum=0),
+             "sharpness": num("variance of the Laplacian of the grey face crop at 112 px; blur < ~20", minimum=0),
+             "yaw": num("degrees, 0 = frontal, from the 5 landmarks (rough)", minimum=-90, maximum=90),
+             "pitch": num("degrees, 0 = frontal, from the 5 landmarks (rough)", minimum=-90, maximum=90),
+             "roll": num("degrees, tilt of the eye line in the photo", minimum=-180, maximum=180),
+             "score": num("0-1: det_score x sharpness term x pose term; compared with "
+                          "FACEMATCH_MIN_FACE_QUALITY at ingest", minimum=0, maximum=1)},
+            ("size_px", "sharpness", "yaw", "pitch", "roll", "score"),
+        ),
+        "IndexedFace": obj(
+            {"bbox": ref("BBox"), "det_score": num("detector score, 0-1 in both spaces (dlib's HOG margin m is "
+                                                   "mapped to 1 / (1 + e^(-2m)))", minimum=0, maximum=1),
+             "quality": nullable(ref("FaceQuality"))},
+            ("bbox", "det_score", "quality"),
+        ),
+        "VerifyV2Request": obj(
+            {"image_base64_a": s("first image, base64"), "image_base64_b": s("second image, base64"),
+             "embedding_a": vector, "embedding_b": vector,
+             "threshold": num("cosine threshold (default: the pack's calibrated value)", minimum=-1, maximum=1)},
+            extra=True, description="each side: an image (`image_base64_a`) or a vector (`embedding_a`)",
+        ),
+        "VerifyV1Request": obj(
+            {"image_base64_a": s(), "image_base64_b": s(),
+             "descriptor_a": arr(num(), minItems=128, maxItems=128),
+             "descriptor_b": arr(num(), minItems=128, maxItems=128),
+             "tolerance": num(f"Euclidean tolerance (default {settings.v1_tolerance:g})", exclusiveMinimum=0,
+                              maximum=2)},
+            extra=True, description="each side: an image (`image_base64_a`) or a raw descriptor (`descriptor_a`)",
+        ),
+        "VerifyMultipart": obj(
+            {"image_a": FILE, "image_b": FILE, "threshold": TEXT_NUMBER, "tolerance": TEXT_NUMBER},
+            extra=True, description="`threshold` for v2, `tolerance` for v1; a side may be a JSON-text vector field",
+        ),
+        "VerifyV2Response": obj(
+            {"similarity": num("cosine similarity of the two faces", minimum=-1, maximum=1), "threshold": num(),
+             "is_match": {"type": "boolean"}, **verify_faces, "model": s()},
+            ("similarity", "threshold", "is_match", "faces_a", "faces_b", "face_a", "face_b", "model"),
+        ),
+        "VerifyV1Response": obj(
+            {"distance": num("Euclidean distance between the raw descriptors", minimum=0), "tolerance": num(),
+             "is_match": {"type": "boolean"}, **verify_faces, "model": s()},
+            ("distance", "tolerance", "is_match", "faces_a", "faces_b", "face_a", "face_b", "model"),
         ),
         "Health": obj(
             {"status": s(enum=["ok", "degraded"]), "version": s(), "insightface_ready": {"type": "boolean"},
@@ -434,6 +484,16 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     ("/api/v2/detect", "POST"): _op(
         "v2: every face of an image", "v2", _ok("DetectResponse"), IMAGE_ERRORS,
         body=_body("ImageRequest", "ImageMultipart")),
+    ("/api/v2/verify", "POST"): _op(
+        "v2: are two faces the same person?", "v2", _ok("VerifyV2Response"), IMAGE_ERRORS,
+        body=_body("VerifyV2Request", "VerifyMultipart"),
+        description="The largest face of each image (or a vector per side) → cosine similarity and "
+        "`is_match` = similarity >= `threshold`. 422 `no_face` names the image (`image`: `a` or `b`)."),
+    ("/api/v1/verify", "POST"): _op(
+        "v1: are two faces the same person?", "v1", _ok("VerifyV1Response"), IMAGE_ERRORS,
+        body=_body("VerifyV1Request", "VerifyMultipart"),
+        description="face_recognition semantics: `is_match` = Euclidean distance between raw descriptors "
+        "<= `tolerance`. 422 `no_face` names the image (`image`: `a` or `b`)."),
     ("/api/v2/events/<event_id>", "GET"): _op(
         "What an event holds, per space", "events", _ok("EventSummary"), (400, 401, 404), attendee=True,
         description="An attendee read (the code on a `code` event); with `X-API-Key` the key must cover the "

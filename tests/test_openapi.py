@@ -198,6 +198,18 @@ def observed(app, app_without_v2, faces_dir, pack_dir, tmp_path_factory) -> Iter
         rec.send(c, "POST", "/api/v2/detect", expect=200, data={"image": _file(face["group__two_people.jpg"])})
         rec.send(c, "POST", "/api/v2/detect", expect=200, json={"image_base64": _b64(blank)})
         rec.send(c, "POST", "/api/v2/detect", expect=400, json={})
+        # verify: two images, image + vector, errors
+        rec.send(c, "POST", "/api/v2/verify", expect=200,
+                 data={"image_a": _file(selfie, "a.jpg"), "image_b": _file(face["obama__1.jpg"], "b.jpg")})
+        rec.send(c, "POST", "/api/v2/verify", expect=200, json={"image_base64_a": _b64(face["biden__1.jpg"]),
+                                                                 "embedding_b": emb, "threshold": 0.5})
+        rec.send(c, "POST", "/api/v2/verify", expect=422, json={"image_base64_a": _b64(selfie),
+                                                                 "image_base64_b": _b64(blank)})
+        rec.send(c, "POST", "/api/v2/verify", expect=400, json={"embedding_a": emb, "embedding_b": [0.1, 0.2]})
+        rec.send(c, "POST", "/api/v1/verify", expect=200, json={"descriptor_a": desc, "descriptor_b": desc})
+        rec.send(c, "POST", "/api/v1/verify", expect=200,
+                 data={"image_a": _file(face["biden__2.jpg"]), "descriptor_b": str(desc)})
+        rec.send(c, "POST", "/api/v1/verify", expect=400, data={"image_a": _file(selfie)})
         # v2 match: selfie, embedding with paging, errors
         rec.send(c, "POST", "/api/v2/match", expect=200, data={"event_id": ev, "image": _file(selfie)})
         page1 = rec.send(c, "POST", "/api/v2/match", expect=200,

@@ -7,10 +7,11 @@ Importing this package does not import faiss (see index.py).
 
 from .face_store import FaceStore
 from .ids import validate_event_id, validate_photo_id
-from .models import SPACE_NAMES, FaceRecord, Hit, PhotoState, Space
+from .models import SPACE_NAMES, FaceQualityRow, FaceRecord, Hit, PhotoState, Space
 
 __all__ = [
     "SPACE_NAMES",
+    "FaceQualityRow",
     "FaceRecord",
     "FaceStore",
     "Hit",

@@ -20,7 +20,10 @@ from .access_db import SCHEMA as ACCESS_SCHEMA  # keys, event access, forget rec
 from .thumbnails_db import SCHEMA as THUMBNAILS_SCHEMA  # thumbnails, ingest outcomes: same file
 
 DB_FILE = "facestore.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 2 (face quality, issue 10): faces gained size_px, sharpness, yaw, pitch, quality
+# (NULL for faces stored before, and for precomputed vectors).
+FACE_QUALITY_COLUMNS = ("size_px", "sharpness", "yaw", "pitch", "quality")
 
 # Embeddings are immutable per face_id. ``seq`` is a per-space change counter: every write
 # transaction bumps spaces.seq once and stamps the faces it adds and the tombstones of the
@@ -62,7 +65,12 @@ CREATE TABLE IF NOT EXISTS faces (
     x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
     det_score   REAL NOT NULL,
     norm        REAL NOT NULL,
-    embedding   BLOB NOT NULL           -- float32 little-endian, L2-normalised
+    embedding   BLOB NOT NULL,          -- float32 little-endian, L2-normalised
+    size_px     REAL,                   -- face quality (schema 2), NULL when unknown
+    sharpness   REAL,
+    yaw         REAL,
+    pitch       REAL,
+    quality     REAL
 );
 CREATE INDEX IF NOT EXISTS faces_sid_seq ON faces (sid, seq);
 CREATE INDEX IF NOT EXISTS faces_pid ON faces (pid);
@@ -75,6 +83,15 @@ CREATE TABLE IF NOT EXISTS tombstones (
 );
 CREATE INDEX IF NOT EXISTS tombstones_sid_seq ON tombstones (sid, seq);
 """
+
+def _add_face_quality_columns(c: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: a file made before face quality keeps its faces (columns NULL).
+    Runs in the schema transaction; a fresh file already has the columns."""
+    have = {row[1] for row in c.execute("PRAGMA table_info(faces)")}
+    for name in FACE_QUALITY_COLUMNS:
+        if name not in have:
+            c.execute(f"ALTER TABLE faces ADD COLUMN {name} REAL")
+
 
 TOMB_REPLACED = 0
 TOMB_DELETED = 1
@@ -149,6 +166,8 @@ class Database:
             for stmt in (SCHEMA + ACCESS_SCHEMA + THUMBNAILS_SCHEMA).split(";"):
                 if stmt.strip():
                     c.execute(stmt)
+            if version < 2:
+                _add_face_quality_columns(c)
             if version < SCHEMA_VERSION:
                 c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 

@@ -230,8 +230,8 @@ class FaceStore:
         if k:
             emb = emb.astype("<f4", copy=False)
             c.executemany(
-                "INSERT INTO faces (sid, pid, seq, x1, y1, x2, y2, det_score, norm, embedding) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO faces (sid, pid, seq, x1, y1, x2, y2, det_score, norm, "
+                "size_px, sharpness, yaw, pitch, quality, embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(sid, pid, seq, *m, emb[i].tobytes()) for i, m in enumerate(meta)],
             )
         delta.faces += k

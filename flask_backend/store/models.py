@@ -27,6 +27,18 @@ class FaceRecord:
     bbox: tuple[float, float, float, float]
     det_score: float
     norm: float = 1.0  # raw vector norm before normalisation (v1 needs it)
+    # Face quality (see flask_backend/faces/base.py FaceQuality); None when not known
+    # (precomputed vectors). Stored with the face, for audits and re-filtering.
+    quality: FaceQualityRow | None = None
+
+
+@dataclass(frozen=True)
+class FaceQualityRow:
+    size_px: float
+    sharpness: float
+    yaw: float
+    pitch: float
+    score: float
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ def _finite(value: object, what: str) -> float:
 
 
 def prepare_faces(faces: Sequence[FaceRecord], dim: int) -> tuple[np.ndarray, list[tuple[float, ...]]]:
-    """Validate ``faces`` → ((k, dim) float32 unit embeddings, [(x1, y1, x2, y2, det_score, norm)])."""
+    """Validate ``faces`` → ((k, dim) float32 unit embeddings, [(x1, y1, x2, y2, det_score, norm, size_px, sharpness, yaw, pitch, quality)])."""
     if faces is None or isinstance(faces, (str, bytes)):
         raise errors.invalid_face("faces must be a sequence of FaceRecord")
     faces = list(faces)
@@ -102,7 +102,10 @@ def prepare_faces(faces: Sequence[FaceRecord], dim: int) -> tuple[np.ndarray, li
         norm = _finite(face.norm, f"face {i} norm")
         if norm <= 0:
             raise errors.invalid_face(f"face {i} norm must be positive")
-        meta.append((*box, _finite(face.det_score, f"face {i} det_score"), norm))
+        q = face.quality
+        qual = (None,) * 5 if q is None else tuple(
+            _finite(v, f"face {i} quality") for v in (q.size_px, q.sharpness, q.yaw, q.pitch, q.score))
+        meta.append((*box, _finite(face.det_score, f"face {i} det_score"), norm, *qual))
     sizes = {r.size for r in rows}
     if len(sizes) != 1 or dim not in sizes:
         bad = next(r.size for r in rows if r.size != dim)
