@@ -68,6 +68,15 @@ class Settings:
     # onnxruntime's CPU memory arena + memory patterns keep buffers of every input shape seen
     # (SCRFD's input follows the photo's aspect ratio): off keeps RSS flat (bench_load --soak).
     onnx_cpu_arena: bool = False
+    # --- attendee and organizer experience: thumbnails, download all, dashboard --
+    thumbnail_side: int = 480  # long side of the thumbnail made at ingest; 0: none
+    thumbnail_format: str = "webp"  # webp | jpeg
+    thumbnail_quality: int = 75
+    thumbnail_max_age: int = 86400  # Cache-Control: private, max-age of a thumbnail
+    thumbnail_url_ttl: int = 3600  # signed thumbnail URLs in match rows stay valid this long (at least)
+    cloudinary_thumbnails: bool = False  # Cloudinary sources: thumbnail_url = /upload/w_480,c_limit/ URL
+    zip_max_photos: int = 200  # photos in one "download all" zip
+    rate_limit_download: str = "60 per 10 minutes"  # per address and endpoint: zips, single originals
     # --- service -------------------------------------------------------------
     api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()

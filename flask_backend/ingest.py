@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import errors
+from . import errors, thumbnails
 from .faces import SPACES, DetectedFace
 from .imaging import DecodedImage, FetchPolicy, fetch_image_bytes
 from .services import Services
@@ -59,7 +59,8 @@ def choose_spaces(services: Services, requested: Sequence[str] | None) -> list[s
             services.engines.get(s)  # 503 when not ready
         return list(dict.fromkeys(requested))
     configured = services.settings.ingest_spaces or SPACES
-    ready = [s for s in configured if s in services.engines.ready_spaces()]
+    # only the configured spaces' engines are asked (and so loaded)
+    ready = [s for s in configured if services.engines.status(s).ready]
     if not ready:
         raise errors.engine_not_ready(f"no ready engine among {list(configured)}")
     return ready
@@ -123,12 +124,14 @@ def ingest_photo(
     validate_photo_id(photo_id)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    thumb = None  # photos ingested by vector have no thumbnail
     if vectors is not None:
         found = {space: _precomputed_faces(vecs) for space, vecs in vectors.items()}
         chosen = choose_spaces(services, list(found))
     else:
         chosen = choose_spaces(services, spaces)
         img = load_image(services, image=image, image_url=image_url)
+        thumb = thumbnails.make_for(services, img)  # from the decoded image: no second fetch
         timings["load"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         found = detect_spaces(services, img, chosen, "ingest")
@@ -145,6 +148,7 @@ def ingest_photo(
         ]
         stored = services.store.put_photo(event_id, photo_id, space, records, source_url=image_url)
         outcomes[space_name] = SpaceOutcome(space_name, space.model_id, faces, stored)
+    thumbnails.save(services, event_id, photo_id, thumb)
     timings["store"] = time.perf_counter() - t2
     result = IngestResult(event_id, photo_id, outcomes, timings)
     log.info(

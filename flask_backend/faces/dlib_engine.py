@@ -17,12 +17,25 @@ from ..config import Settings
 from ..imaging import DecodedImage, downscaled
 from ..vectors import as_unit_vector
 from .base import BBox, DetectedFace, EngineStatus, Purpose
+from .shared import shared
 
 log = logging.getLogger(__name__)
 
 MODEL_ID = "dlib_resnet_v1"
 DIM = 128
 SMALL_IMAGE_SIDE = 1000  # selfies below this are upsampled too
+_DLIB_LOCK = threading.Lock()
+
+
+def _open_models():
+    import dlib
+    import face_recognition_models as frm
+
+    return (
+        dlib.get_frontal_face_detector(),
+        dlib.shape_predictor(frm.pose_predictor_five_point_model_location()),
+        dlib.face_recognition_model_v1(frm.face_recognition_model_location()),
+    )
 
 
 class DlibEngine:
@@ -32,28 +45,21 @@ class DlibEngine:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._lock = threading.Lock()  # dlib objects are not documented as thread-safe
+        # dlib objects are not documented as thread-safe, and every engine of the process
+        # shares them (faces.shared): one lock for all.
+        self._lock = _DLIB_LOCK
         self._models = None
         self._error: str | None = None
 
     def _load(self):
         if self._models is not None or self._error is not None:
             return self._models
-        with self._lock:
-            if self._models is None and self._error is None:
-                try:
-                    import dlib
-                    import face_recognition_models as frm
-
-                    self._models = (
-                        dlib.get_frontal_face_detector(),
-                        dlib.shape_predictor(frm.pose_predictor_five_point_model_location()),
-                        dlib.face_recognition_model_v1(frm.face_recognition_model_location()),
-                    )
-                    log.info("v1 engine ready: %s", MODEL_ID)
-                except Exception as exc:
-                    log.exception("v1 engine failed to load")
-                    self._error = f"dlib models failed to load: {exc}"
+        try:
+            self._models = shared("v1", MODEL_ID, _open_models)
+            log.info("v1 engine ready: %s", MODEL_ID)
+        except Exception as exc:
+            log.exception("v1 engine failed to load")
+            self._error = f"dlib models failed to load: {exc}"
         return self._models
 
     def status(self) -> EngineStatus:

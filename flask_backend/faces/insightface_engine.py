@@ -18,6 +18,7 @@ from ..config import Settings
 from ..imaging import DecodedImage, downscaled, to_bgr
 from ..vectors import as_unit_vector
 from .base import DetectedFace, EngineStatus, Purpose
+from .shared import files_identity, shared
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,20 @@ class InsightFaceEngine:
             self._loaded = True
 
     def _load_pack(self) -> None:
+        st = self._settings
+        providers = resolve_providers(st.onnx_providers)
+        key = (
+            files_identity(self._pack_dir, "*.onnx"), tuple(providers), max(1, st.onnx_threads),
+            st.v2_det_thresh, st.v2_det_size_selfie, bool(st.onnx_cpu_arena),
+        )
+        self._det, self._rec = shared("v2", key, lambda: self._open_pack(providers))
+        self._dim = int(self._rec.output_shape[-1])
+        self._batched = not isinstance(self._rec.session.get_inputs()[0].shape[0], int)
+        self._providers = tuple(self._rec.session.get_providers())
+        log.info("v2 engine ready: pack=%s dim=%s providers=%s", self._pack_name, self._dim, self._providers)
+
+    def _open_pack(self, providers: list[str]):
+        """The detector and recogniser sessions (loaded once per process for a given key)."""
         import onnxruntime
         from insightface.app import FaceAnalysis
 
@@ -114,7 +129,6 @@ class InsightFaceEngine:
         arena = bool(self._settings.onnx_cpu_arena)
         so.enable_cpu_mem_arena = arena
         so.enable_mem_pattern = arena
-        providers = resolve_providers(self._settings.onnx_providers)
         app = FaceAnalysis(
             name=str(self._pack_dir),
             allowed_modules=["detection", "recognition"],
@@ -126,12 +140,7 @@ class InsightFaceEngine:
         ctx_id = 0 if providers[0] == "CUDAExecutionProvider" else -1
         size = self._settings.v2_det_size_selfie
         app.prepare(ctx_id=ctx_id, det_thresh=self._settings.v2_det_thresh, det_size=(size, size))
-        self._det = app.det_model
-        self._rec = app.models["recognition"]
-        self._dim = int(self._rec.output_shape[-1])
-        self._batched = not isinstance(self._rec.session.get_inputs()[0].shape[0], int)
-        self._providers = tuple(self._rec.session.get_providers())
-        log.info("v2 engine ready: pack=%s dim=%s providers=%s", self._pack_name, self._dim, self._providers)
+        return app.det_model, app.models["recognition"]
 
     def status(self) -> EngineStatus:
         self._load()

@@ -4,7 +4,7 @@
  * then window.FaceMatch.findMyPhotos(...). In Node (tests): require("./facematch.js").
  *
  *   const res = await FaceMatch.findMyPhotos({eventId, selfie, baseUrl: "https://api.example"});
- *   res.photos   // [{photoId, score, url, bbox}], best first
+ *   res.photos   // [{photoId, score, url, bbox, thumbnailUrl, imageWidth, imageHeight}], best first
  *   res.via      // "v2" | "v1"
  *   res.reason   // why v1 served it (null when v2 did)
  *   res.next     // null, or () => the next page (mode "all")
@@ -183,13 +183,20 @@
     }
   }
 
-  function toPhotos(matches, photoUrl) {
+  function toPhotos(matches, photoUrl, baseUrl) {
     return (matches || []).map(function (m) {
       var url = m.url || m.source_url || (photoUrl ? photoUrl(m.photo_id) : null) || null;
-      var photo = { photoId: m.photo_id, score: m.score, url: url, bbox: m.bbox || null };
+      var photo = { photoId: m.photo_id, score: m.score, url: url, bbox: m.bbox || null,
+        thumbnailUrl: thumbUrl(m.thumbnail_url, baseUrl), imageWidth: m.image_width || null, imageHeight: m.image_height || null };
       if (m.distance != null) photo.distance = m.distance;
       return photo;
     });
+  }
+
+  /** Thumbnails served by this API are relative: make them absolute for pages on other origins. */
+  function thumbUrl(url, baseUrl) {
+    if (!url) return null;
+    return url.charAt(0) === "/" && baseUrl ? joinUrl(baseUrl, url) : url;
   }
 
   function requestFor(space, opts, selfies) {
@@ -203,7 +210,7 @@
   function result(out, opts, selfies) {
     var data = out.data || {};
     var res = {
-      photos: toPhotos(data.matches, opts.photoUrl),
+      photos: toPhotos(data.matches, opts.photoUrl, opts.baseUrl),
       via: out.via,
       reason: out.reason,
       nextCursor: data.next_cursor || null,

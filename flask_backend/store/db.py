@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .access_db import SCHEMA as ACCESS_SCHEMA  # keys, event access, forget records: same file
 from .errors import Health, StorageUnavailable, storage_faults
+from .thumbnails_db import SCHEMA as THUMBNAILS_SCHEMA  # thumbnails, ingest outcomes: same file
 
 DB_FILE = "facestore.sqlite3"
 SCHEMA_VERSION = 1
@@ -150,7 +151,7 @@ class Database:
             version = c.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} has schema {version}, newer than this code ({SCHEMA_VERSION})")
-            for stmt in (SCHEMA + ACCESS_SCHEMA).split(";"):
+            for stmt in (SCHEMA + ACCESS_SCHEMA + THUMBNAILS_SCHEMA).split(";"):
                 if stmt.strip():
                     c.execute(stmt)
             if version < SCHEMA_VERSION:

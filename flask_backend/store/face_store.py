@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import errors
 from ..errors import ApiError
-from . import ann, ranking, snapshot
+from . import ann, ranking, snapshot, thumbnails_db
 from .db import DB_FILE, TOMB_DELETED, TOMB_REPLACED, Database
 from .errors import Health, StorageError, storage_faults
 from .ids import validate_event_id, validate_photo_id
@@ -129,6 +129,10 @@ class FaceStore:
         self._pid = os.getpid()
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._counters: dict[str, int] = {}
+        self._eraser: threading.Thread | None = None  # retries a checkpoint a reader blocked
+        self._eraser_pid = 0
+        self._erase_again = threading.Event()
+        self._closing = threading.Event()
         with storage_faults(self.health):  # a read-only or full data dir: a clear error, not a crash
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self._db = Database(self.data_dir / DB_FILE, busy_timeout_s=busy_timeout_s, health=self.health)
@@ -289,6 +293,7 @@ class FaceStore:
             ).fetchall()
             if not rows:
                 raise errors.unknown_photo(event_id, photo_id)
+            thumbnails_db.delete_photo_rows(c, event_id, photo_id)
             for sid, name, seq, pid, faces in rows:
                 seq = int(seq) + 1
                 c.execute(
@@ -363,8 +368,9 @@ class FaceStore:
         out: dict[str, int] = {}
         with self._db.write() as c:
             rows = c.execute("SELECT sid, name FROM spaces WHERE event_id=?", (event_id,)).fetchall()
-            if not rows:
+            if not rows and not thumbnails_db.event_has_rows(c, event_id):
                 raise errors.unknown_event(event_id)
+            thumbnails_db.delete_event_rows(c, event_id)
             for sid, name in rows:
                 out[name] = self._drop_sid(c, int(sid))
         self._after_delete(event_id, list(SPACE_NAMES), forget=True)
@@ -389,7 +395,34 @@ class FaceStore:
                 ann.remove(ann.AnnPaths.of(self.data_dir, name, event_id))
             if forget:
                 self._drop_entry((event_id, name))
-        self.checkpoint(self.checkpoint_wait_s)
+        self._finish_erasure()
+
+    def _finish_erasure(self) -> None:
+        """Checkpoint now; when a reader in another process blocks it (its snapshot still
+        reads the old pages), keep retrying in the background until it completes, so the
+        deleted bytes leave the files as soon as that reader is done, with no later delete."""
+        if self.checkpoint(self.checkpoint_wait_s):
+            return
+        self._count("checkpoints_deferred")
+        with self._guard:
+            if self._eraser is not None and self._eraser.is_alive() and self._eraser_pid == os.getpid():
+                self._erase_again.set()
+                return
+            self._erase_again.clear()
+            self._eraser_pid = os.getpid()
+            self._eraser = threading.Thread(target=self._retry_checkpoint, name="erasure-checkpoint", daemon=True)
+            self._eraser.start()
+
+    def _retry_checkpoint(self) -> None:
+        delay = 0.1
+        while not self._closing.wait(delay):
+            self._erase_again.clear()
+            try:
+                if self.checkpoint(0.0) and not self._erase_again.is_set():
+                    return
+            except RuntimeError:  # closed meanwhile
+                return
+            delay = min(2 * delay, 2.0)
 
     def checkpoint(self, wait_s: float = 5.0) -> bool:
         """Fold the WAL into the database file and truncate it (so deleted rows leave the -wal file too)."""
@@ -1032,11 +1065,15 @@ class FaceStore:
 
     @property
     def db(self) -> Database:
-        """The database, for the access tables (flask_backend/store/access_db.py)."""
+        """The database, for the tables kept next to the faces (access_db.py, thumbnails_db.py)."""
         return self._db
 
     def close(self) -> None:
         """Close this process's database connections and drop its caches."""
+        self._closing.set()
+        eraser = self._eraser
+        if eraser is not None and eraser.is_alive() and self._eraser_pid == os.getpid():
+            eraser.join(timeout=5)
         self.evict()
         self._db.close()
 
