@@ -59,8 +59,11 @@ threads = _int("FACEMATCH_WEB_THREADS", 2)
 timeout = _int("FACEMATCH_WEB_TIMEOUT", 120)  # a 24 MP photo from a slow URL stays well under this
 graceful_timeout = _int("FACEMATCH_WEB_GRACEFUL_TIMEOUT", 30)
 keepalive = _int("FACEMATCH_WEB_KEEPALIVE", 5)
-max_requests = _int("FACEMATCH_WEB_MAX_REQUESTS", 2000)  # recycles workers: bounds slow leaks
-max_requests_jitter = _int("FACEMATCH_WEB_MAX_REQUESTS_JITTER", 200)  # ... not all at once
+# Off by default: a recycled worker reloads its engines and event caches while requests queue
+# (p99 1.4 s at 2000). The soak benchmark (scripts/bench_load.py --soak) shows flat RSS, so
+# there is no leak to bound; set it only to contain a leak of your own.
+max_requests = _int("FACEMATCH_WEB_MAX_REQUESTS", 0)
+max_requests_jitter = _int("FACEMATCH_WEB_MAX_REQUESTS_JITTER", 200)  # ... not all at once, when on
 preload_app = False  # each worker builds its own app, engines and store after fork
 forwarded_allow_ips = os.environ.get("FACEMATCH_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 if os.path.isdir("/dev/shm"):

@@ -57,6 +57,17 @@ class Settings:
     forget_threshold: float | None = None  # None: stricter than the match default
     max_top_k: int = 1000
     page_size: int = 100
+    # --- match at scale and storage faults (issue 8) ---------------------------
+    # Events with at least this many faces use the approximate index once a writer built it
+    # (0: exact only). Below it exact search is already within a few ms (scripts/bench_store.py).
+    ann_min_faces: int = 100_000
+    ann_radius_sigmas: float = 2.0  # approximate search radius, in standard deviations (recall vs time: bench_store --ann)
+    storage_retry_after: int = 5  # Retry-After seconds of 503 storage_unavailable
+    storage_min_free_bytes: int = 16 << 20  # /health is degraded below this much free space
+    storage_busy_timeout: float = 60.0  # seconds a write waits for the database lock before 503
+    # onnxruntime's CPU memory arena + memory patterns keep buffers of every input shape seen
+    # (SCRFD's input follows the photo's aspect ratio): off keeps RSS flat (bench_load --soak).
+    onnx_cpu_arena: bool = False
     # --- attendee and organizer experience: thumbnails, download all, dashboard --
     thumbnail_side: int = 480  # long side of the thumbnail made at ingest; 0: none
     thumbnail_format: str = "webp"  # webp | jpeg

@@ -318,6 +318,19 @@ def rate_limited(retry_after: int, message: str = "too many requests") -> tuple[
     return f"{message}; retry after {retry_after} s", {"retry_after": int(retry_after)}
 
 
+# --- storage faults (the store raises StorageFull / StorageUnavailable; api/errors.py maps them)
+@_error(507, "storage_full")
+def storage_full(message: str) -> str:
+    """507: the data directory is full; the write was not stored (retry once space is freed)."""
+    return message
+
+
+@_error(503, "storage_unavailable")
+def storage_unavailable(message: str, retry_after: int) -> tuple[str, dict[str, Any]]:
+    """503 (with Retry-After): the database is read-only, unavailable or locked right now."""
+    return message, {"retry_after": int(retry_after)}
+
+
 # --- attendee and organizer experience: thumbnails, download all, dashboard ------------------
 @_error(404, "no_thumbnail")
 def no_thumbnail(event_id: str, photo_id: str) -> str:

@@ -1,5 +1,8 @@
 """Selfie / embedding → the event's photos, one row per photo (its best face), best first.
 
+The ranking itself (best face per photo, top_k, "all my photos" pages) runs on arrays in
+the store (store/ranking.py): its cost does not depend on how many faces qualify.
+
 v2 ranks by cosine similarity against a ``threshold``. v1 keeps face_recognition's exact
 semantics: Euclidean distance between RAW descriptors, a match when ``distance <= tolerance``.
 The store only holds unit vectors, so v1 recovers the raw distance from the stored norm:
@@ -26,6 +29,7 @@ import numpy as np
 from . import errors, thumbnails
 from .config import Settings
 from .services import Services
+from .store.ranking import PhotoRow, RankSpec
 
 if TYPE_CHECKING:
     from .store import Hit
@@ -42,29 +46,13 @@ PACK_THRESHOLDS = {
 DEFAULT_V2_THRESHOLD = 0.35
 FORGET_MARGIN_V2 = 0.10  # forget-me deletes only clear matches
 FORGET_TOLERANCE_V1 = 0.5
-MAX_FACES_SCANNED = 50_000  # safety cap on faces gathered for one query
+MAX_FACES_SCANNED = 50_000  # safety cap on faces gathered for one "forget me" query
 
 
 def v2_threshold(settings: Settings, model_id: str) -> float:
     if settings.v2_threshold is not None:
         return settings.v2_threshold
     return PACK_THRESHOLDS.get(model_id, DEFAULT_V2_THRESHOLD)
-
-
-@dataclass(frozen=True)
-class PhotoMatch:
-    photo_id: str
-    rank: float  # higher is better: cosine (v2) or -distance (v1)
-    score: float
-    bbox: tuple[float, float, float, float]
-    face_id: int
-    distance: float | None = None
-
-    def to_json(self, space: str) -> dict:
-        row = {"photo_id": self.photo_id, "score": round(self.score, 4), "bbox": [round(v, 1) for v in self.bbox]}
-        if space == "v1":
-            row["distance"] = round(float(self.distance or 0.0), 4)
-        return row
 
 
 def combine_v2(units: Sequence[np.ndarray], threshold: float) -> np.ndarray:
@@ -89,15 +77,6 @@ def combine_v1(raws: Sequence[np.ndarray], tolerance: float) -> np.ndarray:
     return stack.mean(axis=0)
 
 
-def best_per_photo(rows: Sequence[PhotoMatch]) -> list[PhotoMatch]:
-    best: dict[str, PhotoMatch] = {}
-    for r in rows:
-        cur = best.get(r.photo_id)
-        if cur is None or r.rank > cur.rank:
-            best[r.photo_id] = r
-    return sorted(best.values(), key=lambda r: (-r.rank, r.photo_id))
-
-
 def v2_face_hits(services: Services, event_id: str, query: np.ndarray, threshold: float) -> list[Hit]:
     space = services.space("v2")
     return services.store.search(event_id, space, query, min_score=threshold, limit=MAX_FACES_SCANNED)
@@ -118,38 +97,57 @@ def v1_face_hits(services: Services, event_id: str, raw_query: np.ndarray, toler
     return out
 
 
-def find_v2(services: Services, event_id: str, query: np.ndarray, threshold: float) -> list[PhotoMatch]:
-    return best_per_photo([_row(h, h.score, h.score) for h in v2_face_hits(services, event_id, query, threshold)])
+@dataclass(frozen=True)
+class MatchPlan:
+    """What to rank: the space, the event, the (combined) unit query and how faces rank."""
+
+    space: str
+    event_id: str
+    query: np.ndarray
+    spec: RankSpec
 
 
-def find_v1(services: Services, event_id: str, raw_query: np.ndarray, tolerance: float) -> list[PhotoMatch]:
-    hits = v1_face_hits(services, event_id, raw_query, tolerance)
-    return best_per_photo([_row(h, -d, 1.0 - d, distance=d) for h, d in hits])
+@dataclass(frozen=True)
+class MatchResult:
+    rows: list[dict]
+    next_cursor: str | None
+    total: int | None
+    search: str  # "exact" | "approximate"
 
 
-def rows_json(services: Services, event_id: str, space: str, rows: Sequence[PhotoMatch]) -> list[dict]:
-    """Match rows as JSON, each with its photo's source URL (the ``image_url`` given at ingest)
-    and its thumbnail's URL (one more query for all rows, thumbnails.row_fields)."""
-    states = services.store.photo_states(event_id, space, [r.photo_id for r in rows])
-    out = [{**r.to_json(space), "url": s.source_url if (s := states.get(r.photo_id)) else None} for r in rows]
-    return thumbnails.row_fields(services, event_id, out)
+def find_v2(services: Services, event_id: str, query: np.ndarray, threshold: float) -> MatchPlan:
+    return MatchPlan("v2", event_id, np.asarray(query, dtype=np.float32), RankSpec(float(threshold)))
 
 
-def _row(h: Hit, rank: float, score: float, distance: float | None = None) -> PhotoMatch:
-    return PhotoMatch(h.photo_id, rank, score, tuple(h.bbox), h.face_id, distance)
+def find_v1(services: Services, event_id: str, raw_query: np.ndarray, tolerance: float) -> MatchPlan:
+    """v1: rank by the raw Euclidean distance, a match when distance <= tolerance."""
+    qn = float(np.linalg.norm(raw_query))
+    return MatchPlan("v1", event_id, (raw_query / qn).astype(np.float32), RankSpec(-float(tolerance), qn))
 
 
-def page(rows: list[PhotoMatch], *, limit: int, cursor: str | None) -> tuple[list[PhotoMatch], str | None]:
-    """Keyset paging over rows sorted by (-rank, photo_id): stable while photos are added."""
-    if cursor:
-        rank, photo_id = decode_cursor(cursor)
-        rows = [r for r in rows if (-r.rank, r.photo_id) > (-rank, photo_id)]
-    chunk = rows[:limit]
-    more = len(rows) > limit
-    return chunk, (encode_cursor(chunk[-1]) if more and chunk else None)
+def run_match(services: Services, plan: MatchPlan, *, mode: str, limit: int, cursor: str | None) -> MatchResult:
+    """The top ``limit`` photos (mode "top_k"), or one keyset page of all of them (mode "all"),
+    ranked from arrays in the store; metadata (bbox, URL) is read for the returned rows only."""
+    after = decode_cursor(cursor) if mode == "all" and cursor else None
+    found = services.store.match(plan.event_id, services.space(plan.space), plan.query, plan.spec,
+                                 limit=limit, after=after)
+    # thumbnail fields: one more query for all the rows (thumbnails.row_fields)
+    rows = thumbnails.row_fields(services, plan.event_id, [row_json(r, plan.space) for r in found.rows])
+    if mode != "all":
+        return MatchResult(rows, None, None, found.search)
+    next_cursor = encode_cursor(found.rows[-1]) if found.more and found.rows else None
+    return MatchResult(rows, next_cursor, found.total, found.search)
 
 
-def encode_cursor(last: PhotoMatch) -> str:
+def row_json(r: PhotoRow, space: str) -> dict:
+    row = {"photo_id": r.photo_id, "score": round(r.score, 4), "bbox": [round(v, 1) for v in r.bbox]}
+    if space == "v1":
+        row["distance"] = round(float(r.distance or 0.0), 4)
+    row["url"] = r.source_url
+    return row
+
+
+def encode_cursor(last: PhotoRow) -> str:
     raw = json.dumps({"r": last.rank, "p": last.photo_id}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 

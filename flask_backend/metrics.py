@@ -71,6 +71,10 @@ INGEST_STAGE = Histogram(
     "facematch_ingest_stage_seconds", "Time one photo spends in each stage (fetch, decode, detect_embed, store)",
     ["stage"], buckets=LATENCY_BUCKETS,
 )
+STORAGE_ERRORS = Counter(
+    "facematch_store_errors_total", "Storage faults answered (507 storage_full / 503 storage_unavailable)",
+    ["code", "reason"],
+)
 WORKER_IN_FLIGHT = Gauge(
     "facematch_worker_photos_in_flight", "Photos claimed and being processed by the photo worker",
     multiprocess_mode="livesum",
@@ -81,6 +85,10 @@ WORKER_LAST_POLL = Gauge(
 )
 
 _INGEST_ENDPOINTS = {"v1.ingest": "v1", "v2.ingest": "v2"}
+
+
+def count_storage_error(code: str, reason: str) -> None:
+    STORAGE_ERRORS.labels(code, reason).inc()
 
 
 def observe_photo(outcome: PhotoOutcome, source: str) -> None:
@@ -108,6 +116,11 @@ class ServiceCollector(Collector):
             status = engines.status(space)
             ready.add_metric([space, status.model or ""], 1.0 if status.ready else 0.0)
         yield ready
+        free = self.services.storage_status()["free_bytes"]
+        if free is not None:
+            fam = GaugeMetricFamily("facematch_store_free_bytes", "Free bytes of the data directory's file system")
+            fam.add_metric([], float(free))
+            yield fam
         try:
             totals = index_totals(self.services)
         except Exception:  # a store problem must not break the scrape

@@ -47,7 +47,8 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
     422: ("no_face",),
     429: ("rate_limited",),
     500: ("internal_error",),
-    503: ("engine_not_ready", "firestore_unavailable"),
+    503: ("engine_not_ready", "storage_unavailable", "firestore_unavailable"),
+    507: ("storage_full",),
 }
 ERROR_MEANING = {
     400: "Bad input.",
@@ -68,7 +69,11 @@ ERROR_MEANING = {
     "wait `Retry-After` seconds.",
     500: "Internal error; quote the `request_id`.",
     503: "`engine_not_ready`: the engine of this space is not loaded (e.g. no v2 model pack). "
+    "`storage_unavailable`: the data directory is read-only, the database unavailable or its lock not obtained "
+    "in time; retry after the `Retry-After` seconds (nothing acknowledged is lost). "
     "`firestore_unavailable`: a retry of a Firestore photo could not reach Firestore.",
+    507: "`storage_full`: the data directory is full; the write was not stored (it succeeds again once space "
+    "is freed, no restart needed).",
 }
 
 
@@ -135,8 +140,12 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
         "total": nullable(integer("`mode: all`: photos above the threshold in all pages; null for top_k")),
         "queries": integer("selfies / vectors combined into the query", minimum=1),
         "combine": s("`mean` when several selfies were averaged into one template", enum=["single", "mean"]),
+        "search": s("`exact`: every qualifying photo was considered. `approximate`: a large event's "
+                    "approximate index served the query (recall >= 0.995 on the benchmark, not 1: a photo "
+                    "exact search would return may be missing)", enum=["exact", "approximate"]),
     }
-    page_required = ("event_id", "matches", "model", "mode", "next_cursor", "total", "queries", "combine")
+    page_required = ("event_id", "matches", "model", "mode", "next_cursor", "total", "queries", "combine",
+                     "search")
     url = nullable(s("the photo's source URL (the `image_url` given at ingest), when known"))
     thumb = {
         "thumbnail_url": nullable(s("a ~480 px thumbnail (relative to this API; signed on a `code` event), or a "
@@ -312,8 +321,14 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
             {"status": s(enum=["ok", "degraded"]), "version": s(), "insightface_ready": {"type": "boolean"},
              "engines": obj({"v1": obj(engine, ("ready", "model", "dim")),
                              "v2": obj({**engine, "providers": arr(s())}, ("ready", "model", "dim"))},
-                            ("v1", "v2"))},
-            ("status", "version", "insightface_ready", "engines"),
+                            ("v1", "v2")),
+             "storage": obj({"ok": {"type": "boolean"},
+                             "reason": nullable(s("why the data directory is degraded, e.g. `storage_full: "
+                                                  "disk_full`, `storage_unavailable: read_only`")),
+                             "free_bytes": nullable(integer("free bytes of the data directory's file system")),
+                             "writable": {"type": "boolean"}},
+                            ("ok", "reason", "free_bytes", "writable"))},
+            ("status", "version", "insightface_ready", "engines", "storage"),
         ),
         "EventSummary": obj(
             {"event_id": s(), "photos": integer("distinct photos in any space", minimum=0),
@@ -434,7 +449,7 @@ def _op(summary: str, tag: str, ok: dict, errors: tuple[int, ...], *, body: dict
 
 IMAGE_ERRORS = (400, 413, 415, 422, 429, 503)
 MATCH_ERRORS = (400, 404, 409, 413, 415, 422, 503)
-INGEST_ERRORS = (400, 413, 415, 429, 503)
+INGEST_ERRORS = (400, 413, 415, 429, 503, 507)
 
 
 def _binary(mimes: tuple[str, ...], description: str) -> dict:
@@ -499,12 +514,13 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         description="An attendee read (the code on a `code` event); with `X-API-Key` the key must cover the "
         "event (any role)."),
     ("/api/v2/events/<event_id>", "DELETE"): _op(
-        "Delete an event in every space, for good", "events", _ok("DeletedEvent"), (400, 404), write=True),
+        "Delete an event in every space, for good", "events", _ok("DeletedEvent"), (400, 404, 503, 507), write=True),
     ("/api/v2/events/<event_id>/photos/<path:photo_id>", "DELETE"): _op(
-        "Delete one photo in every space, for good", "events", _ok("DeletedPhoto"), (400, 404), write=True),
+        "Delete one photo in every space, for good", "events", _ok("DeletedPhoto"), (400, 404, 503, 507),
+        write=True),
     ("/api/v2/events/<event_id>/forget", "POST"): _op(
         "Forget me: a selfie removes that person's faces from the event", "events", _ok("ForgetResponse"),
-        (400, 404, 413, 415, 422, 503), body=_body("ForgetRequest", "ForgetMultipart"), attendee=True,
+        (400, 404, 413, 415, 422, 503, 507), body=_body("ForgetRequest", "ForgetMultipart"), attendee=True,
         description="The selfie (and the code of a `code` event) is the proof: no API key needed. Every forget is "
         "recorded without biometric data (`forget-requests`); rate-limited per address. The bar is the server's "
         "(`FACEMATCH_FORGET_THRESHOLD`, default stricter than matching), never the request's: a request "

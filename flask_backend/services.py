@@ -22,6 +22,7 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
+        self._store_error: str | None = None  # why the store could not be opened, for /health
 
     @cached_property
     def engines(self) -> Engines:
@@ -30,10 +31,31 @@ class Services:
     @cached_property
     def store(self) -> FaceStore:
         from .store import FaceStore
+        from .store.errors import StorageError, storage_faults
 
         with self._lock:
-            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-            return FaceStore(self.settings.data_dir, faiss_threads=self.settings.faiss_threads)
+            s = self.settings
+            try:
+                with storage_faults():
+                    s.data_dir.mkdir(parents=True, exist_ok=True)
+                store = FaceStore(s.data_dir, faiss_threads=s.faiss_threads, ann_min_faces=s.ann_min_faces,
+                                  ann_sigmas=s.ann_radius_sigmas, busy_timeout_s=s.storage_busy_timeout)
+            except StorageError as exc:  # not cached: the next request tries again
+                self._store_error = f"{exc.code}: {exc.reason}"
+                raise
+            self._store_error = None
+            return store
+
+    def storage_status(self) -> dict:
+        """The data dir's state for /health and /metrics: no database access, never raises."""
+        from .store.errors import Health
+
+        store = self.__dict__.get("store")  # not opened yet (or failed to open): look at the dir only
+        health = store.health if store is not None else Health(self.settings.data_dir)
+        if store is None and self._store_error is not None:
+            return {"ok": False, "reason": self._store_error, "free_bytes": health.free_bytes(),
+                    "writable": False}
+        return health.status(self.settings.storage_min_free_bytes)
 
     def space(self, name: str) -> Space:
         """The store's space descriptor for the ready engine of ``name`` (503 if not ready)."""

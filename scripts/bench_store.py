@@ -2,6 +2,10 @@
 
     .venv/bin/python -m scripts.bench_store [--sizes 10000,100000,1000000] [--dims 128,512]
                                             [--queries 50] [--puts 30] [--quick]
+    .venv/bin/python -m scripts.bench_store --match [--match-size 100000]   # match vs bare scores
+    .venv/bin/python -m scripts.bench_store --ann [--ann-cases 1000000x512] [--sigmas 1.5,2,2.5,3]
+
+(``--match`` and ``--ann``: see scripts/bench_match.py; they replace the table below.)
 
 For every (size, dim) it builds one event of synthetic unit vectors (photos of 3 faces,
 through the store's bulk path ``put_photos``) and prints, in one table:
@@ -261,6 +265,28 @@ def check_targets(rows: list[dict]) -> bool:
     return all(ok for _t, ok in results)
 
 
+def _match_benchmarks(args) -> int:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.numpy_threads or ""))
+    from flask_backend.config import Settings
+    from scripts import bench_match
+
+    ok = True
+    if args.match:
+        n, dim = (int(v) for v in args.match_size.lower().split("x"))
+        ok &= bench_match.print_match(bench_match.match_vs_bare(n, dim, args.queries, args.data_dir))
+    if args.ann:
+        sigmas = [float(v) for v in args.sigmas.split(",") if v.strip()]
+        default = Settings().ann_radius_sigmas
+        if default not in sigmas:
+            sigmas.append(default)
+        for case in args.ann_cases.split(","):
+            n, dim = (int(v) for v in case.lower().split("x"))
+            print(f"... approximate {n} x {dim}", file=sys.stderr, flush=True)
+            row = bench_match.ann_case(n, dim, args.queries, args.ann_threshold, sorted(sigmas), args.data_dir)
+            ok &= bench_match.print_ann(row, default)
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000", help="event sizes in faces, comma-separated")
@@ -271,7 +297,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--numpy-threads", type=int, default=1, help="BLAS threads for numpy (0: BLAS default)")
     parser.add_argument("--data-dir", default=None, help="where the temporary stores go (default: system temp)")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark stores")
+    parser.add_argument("--match", action="store_true", help="match vs bare score computation (50%% qualify)")
+    parser.add_argument("--match-size", default="100000x128", help="faces x dim for --match")
+    parser.add_argument("--ann", action="store_true", help="approximate vs exact match: p50/p99 and recall")
+    parser.add_argument("--ann-cases", default="200000x512", help="faces x dim, comma-separated (1000000x512: "
+                        "the target case; needs ~8 GB RAM and a few minutes)")
+    parser.add_argument("--sigmas", default="1.5,2,2.5,3", help="approximate search radii, comma-separated")
+    parser.add_argument("--ann-threshold", type=float, default=0.35, help="match threshold of --ann")
     args = parser.parse_args(argv)
+    if args.match or args.ann:
+        return _match_benchmarks(args)
     if args.quick:
         args.sizes, args.dims = "10000,100000", "128"
         args.queries = min(args.queries, 30)

@@ -221,7 +221,8 @@ def _run(runner: IngestRunner, refs: list[PhotoRef], show_progress: bool) -> int
         os._exit(130)
     if interrupted["count"]:
         return 130
-    return 1 if runner.stats.counts["failed"] else 0
+    # released: not stored (storage fault, engine not ready) and still to do: not a success either
+    return 1 if runner.stats.counts["failed"] or runner.stats.counts["released"] else 0
 
 
 if __name__ == "__main__":

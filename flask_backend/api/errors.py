@@ -7,7 +7,9 @@ import logging
 from flask import Flask, g, jsonify
 from werkzeug.exceptions import HTTPException
 
+from .. import errors
 from ..errors import ApiError
+from ..store.errors import StorageError, StorageFull
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +22,22 @@ HTTP_CODES = {
     415: "unsupported_media_type",
     429: "rate_limited",
 }
+
+
+def storage_error_response(exc: StorageError):
+    """507 storage_full, or 503 storage_unavailable with Retry-After; counted in /metrics."""
+    from .. import metrics
+    from .fields import services
+
+    metrics.count_storage_error(exc.code, exc.reason)
+    if isinstance(exc, StorageFull):
+        api = errors.storage_full(exc.message)
+    else:
+        api = errors.storage_unavailable(exc.message, services().settings.storage_retry_after)
+    response, status = error_response(api.status, api.code, api.message, **api.extra)
+    if status == 503:
+        response.headers["Retry-After"] = str(api.extra["retry_after"])
+    return response, status
 
 
 def error_response(status: int, code: str, message: str, **extra):
@@ -37,6 +55,11 @@ def register_error_handlers(app: Flask) -> None:
         if "retry_after" in exc.extra:  # 429 (and 503s that know when to come back)
             response.headers["Retry-After"] = str(int(exc.extra["retry_after"]))
         return response, status
+
+    @app.errorhandler(StorageError)
+    def _storage_error(exc: StorageError):
+        log.warning("storage fault: %s (%s)", exc.code, exc.reason)
+        return storage_error_response(exc)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -15,9 +15,11 @@ def health():
     engines = services().engines
     v1 = engines.status("v1")
     v2 = engines.status("v2")
+    storage = services().storage_status()
     return jsonify(
         {
-            "status": "ok" if v1.ready and v2.ready else "degraded",
+            "status": "ok" if v1.ready and v2.ready and storage["ok"] else "degraded",
+            "storage": storage,
             "version": __version__,
             "insightface_ready": v2.ready,
             "engines": {

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .. import errors
 from ..access import codes
-from ..match import PhotoMatch, page, rows_json
+from ..match import MatchPlan, run_match
 from ..store.ids import validate_event_id
 from .fields import Fields, services
 
@@ -34,27 +34,21 @@ def match_options(fields: Fields) -> MatchOptions:
     return MatchOptions("top_k", int(top_k), None)
 
 
-def paginate(rows: list[PhotoMatch], opts: MatchOptions) -> tuple[list[PhotoMatch], str | None]:
-    """The best ``top_k`` rows, or one page of "all my photos" with the next cursor."""
-    if opts.mode == "top_k":
-        return rows[: opts.limit], None
-    return page(rows, limit=opts.limit, cursor=opts.cursor)
-
-
-def match_response(event_id: str, space: str, rows: list[PhotoMatch], opts: MatchOptions, *,
+def match_response(event_id: str, space: str, plan: MatchPlan, opts: MatchOptions, *,
                    queries: int, **extra: object) -> dict:
     """The match body both spaces share: one page (or the top k) of rows, plus ``extra``
     (the space's own threshold/tolerance, model, ...)."""
-    chunk, cursor = paginate(rows, opts)
+    found = run_match(services(), plan, mode=opts.mode, limit=opts.limit, cursor=opts.cursor)
     return {
         "event_id": event_id,
-        "matches": rows_json(services(), event_id, space, chunk),
+        "matches": found.rows,
         **extra,
         "mode": opts.mode,
-        "next_cursor": cursor,
-        "total": len(rows) if opts.mode == "all" else None,
+        "next_cursor": found.next_cursor,
+        "total": found.total,
         "queries": queries,
         "combine": "mean" if queries > 1 else "single",
+        "search": found.search,
     }
 
 

@@ -156,7 +156,7 @@ class InsightFaceEngine:
         providers = resolve_providers(st.onnx_providers)
         key = (
             files_identity(self._pack_dir, "*.onnx"), tuple(providers), max(1, st.onnx_threads),
-            st.v2_det_thresh, st.v2_det_size_selfie,
+            st.v2_det_thresh, st.v2_det_size_selfie, bool(st.onnx_cpu_arena),
         )
         self._det, self._rec = shared("v2", key, lambda: self._open_pack(providers))
         self._dim = int(self._rec.output_shape[-1])
@@ -172,6 +172,12 @@ class InsightFaceEngine:
         so = onnxruntime.SessionOptions()
         so.intra_op_num_threads = max(1, self._settings.onnx_threads)
         so.inter_op_num_threads = 1
+        # SCRFD's input follows each photo's aspect ratio (fitted_input), so shapes vary: the CPU
+        # arena and the per-shape memory patterns would keep every size's buffers for good (RSS
+        # grows with the variety of photos seen). Plain allocations keep a worker's RSS flat.
+        arena = bool(self._settings.onnx_cpu_arena)
+        so.enable_cpu_mem_arena = arena
+        so.enable_mem_pattern = arena
         app = FaceAnalysis(
             name=str(self._pack_dir),
             allowed_modules=["detection", "recognition"],

@@ -121,7 +121,7 @@ class Tracker(Protocol):
 
     def finish(self, claim: Claim, outcome: PhotoOutcome) -> bool: ...
 
-    def release(self, claim: Claim) -> None: ...
+    def release(self, claim: Claim, retry_in: float | None = None, error: str | None = None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -138,7 +138,7 @@ class LocalTracker:
     def finish(self, claim: Claim, outcome: PhotoOutcome) -> bool:
         return True
 
-    def release(self, claim: Claim) -> None:
+    def release(self, claim: Claim, retry_in: float | None = None, error: str | None = None) -> None:
         pass
 
     def close(self) -> None:
@@ -275,11 +275,17 @@ class FirestoreTracker:
             log.warning("lease lost on event=%s photo=%s: status not written", claim.ref.event_id, claim.ref.photo_id)
         return ok
 
-    def release(self, claim: Claim) -> None:
-        """Give the photo back untouched (shutdown): pending again, the attempt not counted."""
+    def release(self, claim: Claim, retry_in: float | None = None, error: str | None = None) -> None:
+        """Give the photo back untouched (shutdown): pending again, the attempt not counted.
+
+        ``retry_in``: not before that many seconds (a storage fault: retrying at once would
+        only spin), with ``error`` as the reason shown meanwhile."""
+        updates = {STATUS: PENDING, LEASE_OWNER: None, LEASE_UNTIL: None, ATTEMPTS: max(0, claim.attempts - 1),
+                   RETRY_AT: None if retry_in is None else now_utc() + timedelta(seconds=retry_in)}
+        if error is not None:
+            updates[ERROR] = error
         try:
-            self._owned_update(claim, {STATUS: PENDING, LEASE_OWNER: None, LEASE_UNTIL: None,
-                                       ATTEMPTS: max(0, claim.attempts - 1), RETRY_AT: None})
+            self._owned_update(claim, updates)
         except Exception:  # best effort: an unreleased lease just expires
             log.warning("could not release event=%s photo=%s", claim.ref.event_id, claim.ref.photo_id, exc_info=True)
         finally:

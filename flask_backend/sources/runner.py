@@ -29,6 +29,7 @@ from .. import errors, outcomes
 from ..errors import ApiError
 from ..ingest import choose_spaces, fetch_bytes, ingest_photo
 from ..services import Services
+from ..store.errors import StorageError
 from . import PhotoRef
 from .claims import Claim, LocalTracker, PhotoOutcome, Tracker
 
@@ -110,7 +111,7 @@ class IngestRunner:
     def _indexed_faces(self, ref: PhotoRef) -> int | None:
         try:
             return indexed_faces(self.services, ref, self.spaces)
-        except ApiError:  # e.g. an id the store refuses: the ingest will fail and say why
+        except (ApiError, StorageError):  # e.g. an id the store refuses: the ingest will fail and say why
             return None
 
     def is_indexed(self, ref: PhotoRef) -> bool:
@@ -200,6 +201,16 @@ class IngestRunner:
         try:
             result = ingest_photo(self.services, ref.event_id, ref.photo_id, image=data,
                                   image_url=ref.source_url, spaces=self.spaces)
+        except StorageError as exc:  # the data dir, not the photo: pending again, retried next pass
+            log.warning("storage fault on event=%s photo=%s: %s (%s); photo stays pending",
+                        ref.event_id, ref.photo_id, exc.code, exc.reason)
+            from .. import metrics
+
+            metrics.count_storage_error(exc.code, exc.reason)
+            self.tracker.release(claim, retry_in=float(self.services.settings.storage_retry_after),
+                                 error=f"{exc.code}: {exc.message}")
+            self._done(claim, ref, PhotoOutcome(ref, "released", code=exc.code, message=exc.message))
+            return
         except ApiError as exc:
             if exc.status == 503:  # the engine, not the photo: give it back untouched
                 self.tracker.release(claim)
@@ -334,13 +345,18 @@ class IngestRunner:
         so that no attendee's search pays for a snapshot write after a big ingest."""
         with self._cond:
             touched, self._touched = self._touched, set()
-        store = self.services.store
-        for event_id, space in sorted(touched):
-            try:
-                store.write_snapshot(event_id, space, only_if_due=True)
-            except Exception:  # a cache only: never fail the run for it
-                log.exception("snapshot refresh failed for event=%s space=%s", event_id, space)
-        store.checkpoint()
+        try:
+            store = self.services.store
+            for event_id, space in sorted(touched):
+                try:
+                    store.write_snapshot(event_id, space, only_if_due=True)
+                except StorageError:
+                    raise
+                except Exception:  # a cache only: never fail the run for it
+                    log.exception("snapshot refresh failed for event=%s space=%s", event_id, space)
+            store.checkpoint()
+        except StorageError as exc:  # snapshots and the WAL fold are caches / upkeep: next time
+            log.warning("store upkeep skipped: %s (%s)", exc.code, exc.reason)
 
     def close(self, wait: bool = True) -> None:
         self._stopping.set()

@@ -5,6 +5,7 @@ are its value types; ``validate_event_id`` / ``validate_photo_id`` are reused by
 Importing this package does not import faiss (see index.py).
 """
 
+from .errors import StorageError, StorageFull, StorageUnavailable
 from .face_store import FaceStore
 from .ids import validate_event_id, validate_photo_id
 from .models import SPACE_NAMES, FaceQualityRow, FaceRecord, Hit, PhotoState, Space
@@ -17,6 +18,9 @@ __all__ = [
     "Hit",
     "PhotoState",
     "Space",
+    "StorageError",
+    "StorageFull",
+    "StorageUnavailable",
     "validate_event_id",
     "validate_photo_id",
 ]

@@ -8,6 +8,7 @@ process (SQLite handles must not cross ``fork``) and per thread.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .access_db import SCHEMA as ACCESS_SCHEMA  # keys, event access, forget records: same file
+from .errors import Health, StorageUnavailable, storage_faults
 from .thumbnails_db import SCHEMA as THUMBNAILS_SCHEMA  # thumbnails, ingest outcomes: same file
 
 DB_FILE = "facestore.sqlite3"
@@ -74,6 +76,8 @@ CREATE TABLE IF NOT EXISTS faces (
 );
 CREATE INDEX IF NOT EXISTS faces_sid_seq ON faces (sid, seq);
 CREATE INDEX IF NOT EXISTS faces_pid ON faces (pid);
+-- covering (face_id is the rowid): a snapshot load reads each face's photo and norm from it
+CREATE INDEX IF NOT EXISTS faces_sid_meta ON faces (sid, pid, norm);
 CREATE TABLE IF NOT EXISTS tombstones (
     sid         INTEGER NOT NULL,
     seq         INTEGER NOT NULL,
@@ -100,8 +104,9 @@ TOMB_DELETED = 1
 class Database:
     """Per-process, per-thread SQLite connections to one store file, with transaction helpers."""
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 60.0) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 60.0, health: Health | None = None) -> None:
         self.path = str(path)
+        self.health = health
         self.busy_timeout_ms = int(busy_timeout_s * 1000)
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -174,32 +179,59 @@ class Database:
     # -- transactions -------------------------------------------------------
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction; waits (busy_timeout) for other writers instead of failing."""
-        conn = self.conn()
-        if conn.in_transaction:
-            raise RuntimeError("nested write transaction")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
+        """A write transaction; waits (busy_timeout) for other writers instead of failing.
+
+        Storage faults (disk full, read-only, lock timeout...) roll the whole transaction
+        back and raise StorageFull / StorageUnavailable (store/errors.py)."""
+        with self._reopen_after_fault(), storage_faults(self.health):
+            conn = self.conn()
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+                raise RuntimeError("nested write transaction")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may have rolled back already
+                        conn.execute("ROLLBACK")
+                raise
+        if self.health is not None:
+            self.health.succeeded()
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: every query inside sees one consistent snapshot."""
-        conn = self.conn()
-        if conn.in_transaction:  # joined: the outer transaction's snapshot
-            yield conn
-            return
-        conn.execute("BEGIN")
+        with self._reopen_after_fault(), storage_faults(self.health):
+            conn = self.conn()
+            if conn.in_transaction:  # joined: the outer transaction's snapshot
+                yield conn
+                return
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+
+    @contextmanager
+    def _reopen_after_fault(self) -> Iterator[None]:
+        """After a read-only / cannot-open / I/O fault, drop this thread's connection: SQLite
+        keeps a handle it opened read-only read-only for good, so the next call opens afresh
+        and writes work again once the fault is gone (no restart)."""
         try:
-            yield conn
-        finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
+            yield
+        except StorageUnavailable as exc:
+            if exc.reason != "locked":
+                conn = getattr(self._local, "conn", None)
+                if conn is not None and not conn.in_transaction:
+                    self._local.conn = None
+                    with self._lock:
+                        if conn in self._conns:
+                            self._conns.remove(conn)
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.close()
+            raise
 
     def checkpoint(self, wait_s: float = 5.0) -> bool:
         """Copy the WAL into the main file and truncate it; True when fully done.

@@ -34,8 +34,9 @@ import numpy as np
 
 from .. import errors
 from ..errors import ApiError
-from . import snapshot, thumbnails_db
+from . import ann, ranking, snapshot, thumbnails_db
 from .db import DB_FILE, TOMB_DELETED, TOMB_REPLACED, Database
+from .errors import Health, StorageError, storage_faults
 from .ids import validate_event_id, validate_photo_id
 from .index import FlatIndex, get_faiss
 from .models import SPACE_NAMES, FaceRecord, Hit, PhotoState, Space
@@ -50,7 +51,7 @@ _MAX_URL = 8192
 class _Entry:
     """This process's cache of one (event, space)."""
 
-    __slots__ = ("changes", "evicted", "flat", "key", "last_used", "lock", "purge", "seq", "sid", "snap_seq")
+    __slots__ = ("ann", "changes", "evicted", "flat", "key", "last_used", "lock", "purge", "seq", "sid", "snap_seq")
 
     def __init__(self, key: tuple[str, str]) -> None:
         self.key = key
@@ -63,9 +64,11 @@ class _Entry:
         self.last_used = 0.0
         self.evicted = False
         self.purge = False  # the loaded snapshot held since-deleted faces: remove it
+        self.ann: ann.AnnCache | None = None  # this process's copy of the approximate index, if any
 
     def reset(self) -> None:
         self.sid, self.seq, self.flat, self.snap_seq, self.changes, self.purge = None, 0, None, None, 0, False
+        self.ann = None
 
 
 class _Delta:
@@ -98,6 +101,8 @@ class FaceStore:
         tombstone_retention_s: float = 24 * 3600.0,
         busy_timeout_s: float = 60.0,
         checkpoint_wait_s: float = 2.0,
+        ann_min_faces: int = 0,
+        ann_sigmas: float = ann.DEFAULT_SIGMAS,
     ) -> None:
         """Open (creating if needed) the store under ``data_dir``.
 
@@ -106,17 +111,19 @@ class FaceStore:
         changed since it reach ``max(snapshot_min_faces, snapshot_refresh_fraction * faces)``.
         ``cache_max_bytes``: least recently searched events are dropped from this process's
         memory above it (None: no limit); the event being searched always stays.
+        ``ann_min_faces``: events with at least this many faces may be searched approximately
+        (store/ann.py) once a writer built their index (0: never).
         """
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.health = Health(self.data_dir)
         self.faiss_threads = max(1, int(faiss_threads))
         self.snapshot_min_faces = int(snapshot_min_faces)
         self.snapshot_refresh_fraction = float(snapshot_refresh_fraction)
         self.cache_max_bytes = cache_max_bytes
         self.tombstone_retention_s = float(tombstone_retention_s)
         self.checkpoint_wait_s = float(checkpoint_wait_s)
-        self._db = Database(self.data_dir / DB_FILE, busy_timeout_s=busy_timeout_s)
-        snapshot.fsync_dir(self.data_dir)  # the database files' directory entries survive power loss
+        self.ann_min_faces = int(ann_min_faces)
+        self.ann_sigmas = float(ann_sigmas)
         self._locks = snapshot.SnapshotLocks(self.data_dir)
         self._guard = threading.Lock()
         self._pid = os.getpid()
@@ -126,7 +133,11 @@ class FaceStore:
         self._eraser_pid = 0
         self._erase_again = threading.Event()
         self._closing = threading.Event()
-        self.sweep_snapshots()
+        with storage_faults(self.health):  # a read-only or full data dir: a clear error, not a crash
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._db = Database(self.data_dir / DB_FILE, busy_timeout_s=busy_timeout_s, health=self.health)
+            snapshot.fsync_dir(self.data_dir)  # the database files' directory entries survive power loss
+            self.sweep_snapshots()
 
     # ------------------------------------------------------------------ writes
     def put_photo(
@@ -381,6 +392,7 @@ class FaceStore:
             paths = snapshot.SnapshotPaths.of(self.data_dir, name, event_id)
             with self._locks.hold(name, event_id):
                 snapshot.remove(paths)
+                ann.remove(ann.AnnPaths.of(self.data_dir, name, event_id))
             if forget:
                 self._drop_entry((event_id, name))
         self._finish_erasure()
@@ -551,6 +563,44 @@ class FaceStore:
             raise errors.invalid_min_score()
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0):
             raise errors.invalid_limit()
+        with self._searching(event_id, space) as (entry, c):
+            assert entry.flat is not None
+            ids, scores = entry.flat.search(q, min_score, None if limit is None else int(limit))
+            return self._hits(c, ids, scores)
+
+    def match(
+        self,
+        event_id: str,
+        space: Space,
+        query: np.ndarray,
+        spec: ranking.RankSpec,
+        *,
+        limit: int,
+        after: tuple[float, str] | None = None,
+    ) -> ranking.MatchPage:
+        """One row per photo (its best face), best first (rank desc, photo_id asc), at most
+        ``limit`` rows strictly after the keyset ``after`` = (rank, photo_id); plus the total
+        of qualifying photos. Costs one scan of the event whatever the number that qualify;
+        above ``ann_min_faces`` faces an approximate index is used when one is built (the
+        page says ``search="approximate"``). Metadata is read only for the rows returned."""
+        validate_event_id(event_id)
+        validate_space(space)
+        q = normalize_query(query, space.dim)
+        with self._searching(event_id, space) as (entry, c):
+            flat = entry.flat
+            assert flat is not None
+            if entry.ann is None and self.ann_min_faces > 0:
+                entry.ann = ann.AnnCache(ann.AnnPaths.of(self.data_dir, space.name, event_id), self.ann_sigmas)
+            hits = ann.search(entry.ann, int(entry.sid or 0), flat, q, spec, self.ann_min_faces)
+            if hits is None:
+                ranks, kind = ranking.exact_photo_ranks(flat, q, spec), "exact"
+            else:
+                ranks, kind = ranking.sparse_photo_ranks(flat, hits[0], hits[1], spec), "approximate"
+            return ranking.page(c, flat, ranks, spec, limit=int(limit), after=after, search=kind)
+
+    @contextlib.contextmanager
+    def _searching(self, event_id: str, space: Space) -> Iterator[tuple[_Entry, sqlite3.Connection]]:
+        """The synced cache entry (locked) and the read transaction a search runs in; then upkeep."""
         get_faiss(self.faiss_threads)
         key = (event_id, space.name)
         with self._locked_entry(key) as entry:
@@ -564,14 +614,11 @@ class FaceStore:
                 if recorded != Space(space.name, space.engine, space.model_id, int(space.dim)):
                     raise errors.space_mismatch(event_id, recorded, space)
                 applied = self._sync(entry, c, row)
-                assert entry.flat is not None
-                ids, scores = entry.flat.search(q, min_score, None if limit is None else int(limit))
-                hits = self._hits(c, ids, scores)
+                yield entry, c
             entry.last_used = time.monotonic()
             self._count("searches")
             self._maintain(entry, applied)
         self._enforce_budget(key)
-        return hits
 
     @contextlib.contextmanager
     def _locked_entry(self, key: tuple[str, str]) -> Iterator[_Entry]:
@@ -642,7 +689,7 @@ class FaceStore:
         gone = [r[0] for r in c.execute("SELECT face_id FROM tombstones WHERE sid=? AND seq>?", (sid, since))]
         n = flat.remove(np.asarray(gone, dtype=np.int64)) if gone else 0
         cur = c.execute(
-            "SELECT face_id, embedding FROM faces WHERE sid=? AND seq>? ORDER BY seq, face_id", (sid, since)
+            "SELECT face_id, pid, norm, embedding FROM faces WHERE sid=? AND seq>? ORDER BY seq, face_id", (sid, since)
         )
         return n + self._add_rows(flat, cur)
 
@@ -654,8 +701,10 @@ class FaceStore:
             if not chunk:
                 return added
             ids = np.fromiter((r[0] for r in chunk), dtype=np.int64, count=len(chunk))
-            vecs = np.frombuffer(b"".join(r[1] for r in chunk), dtype="<f4").reshape(len(chunk), flat.dim)
-            added += flat.add(ids, vecs)
+            pids = np.fromiter((r[1] for r in chunk), dtype=np.int64, count=len(chunk))
+            norms = np.fromiter((r[2] for r in chunk), dtype=np.float64, count=len(chunk))
+            vecs = np.frombuffer(b"".join(r[3] for r in chunk), dtype="<f4").reshape(len(chunk), flat.dim)
+            added += flat.add(ids, vecs, pids, norms)
 
     def _load(self, entry: _Entry, c: sqlite3.Connection, row: dict[str, Any]) -> None:
         """Fill an empty cache: from the snapshot if it is usable, else from SQLite."""
@@ -674,13 +723,14 @@ class FaceStore:
                 flat = None
                 self._count("snapshot_rejected")
         if flat is not None and meta is not None:
+            _fill_face_meta(c, sid, flat)
             entry.flat, entry.seq, entry.snap_seq, entry.changes = flat, meta["seq"], meta["seq"], 0
             entry.purge = self._deleted_since(c, sid, meta["seq"])
             self._count("snapshot_loads")
             return
         entry.purge = meta is not None or paths.faiss.exists()  # unusable leftovers: remove them
         flat = FlatIndex(dim)
-        cur = c.execute("SELECT face_id, embedding FROM faces WHERE sid=? ORDER BY seq, face_id", (sid,))
+        cur = c.execute("SELECT face_id, pid, norm, embedding FROM faces WHERE sid=? ORDER BY seq, face_id", (sid,))
         self._add_rows(flat, cur)
         entry.flat, entry.seq, entry.snap_seq, entry.changes = flat, seq, None, flat.n_total
         self._count("db_loads")
@@ -745,12 +795,52 @@ class FaceStore:
                     self._drop_entry(key)
                     return False
                 self._sync(entry, c, row)
+            written = True
             if only_if_due:
                 self._maintain(entry, 1)
-                return True
-            if entry.purge:
-                self._maintain(entry, 0)
-            return self._write_snapshot(entry, 0)
+            else:
+                if entry.purge:
+                    self._maintain(entry, 0)
+                written = self._write_snapshot(entry, 0)
+        if self.ann_min_faces > 0:
+            self.build_ann(event_id, space_name, only_if_due=True)
+        return True if only_if_due else written
+
+    def build_ann(self, event_id: str, space_name: str, *, only_if_due: bool = False) -> bool:
+        """(Re)build the event's approximate index (writers only: seconds for a big event).
+
+        Nothing happens below ``ann_min_faces`` faces; ``only_if_due``: only when there is no
+        index yet or its unindexed tail grew past ann.REFRESH_FRACTION. The vectors are copied
+        under the cache lock and the index is trained without it, so searches carry on.
+        """
+        validate_event_id(event_id)
+        validate_space_name(space_name)
+        if self.ann_min_faces <= 0:
+            return False
+        paths = ann.AnnPaths.of(self.data_dir, space_name, event_id)
+        with self._locked_entry((event_id, space_name)) as entry:
+            with self._db.read() as c:
+                row = self._space_row(c, event_id, space_name)
+                if row is None:
+                    return False
+                self._sync(entry, c, row)
+            flat = entry.flat
+            assert flat is not None and entry.sid is not None
+            if flat.n_alive < self.ann_min_faces or (only_if_due and not ann.due(paths, entry.sid, flat)):
+                return False
+            sid, seq, ids, vectors = entry.sid, entry.seq, flat.live_ids(), flat.vectors()
+        get_faiss(self.faiss_threads)
+        index = ann.build(vectors, ids)
+        del vectors
+        with self._locks.hold(space_name, event_id):
+            with self._db.read() as c:
+                row = self._space_row(c, event_id, space_name)
+                if row is None or row["sid"] != sid or self._deleted_since(c, sid, seq):
+                    return False  # a delete came in: the copy may hold deleted vectors; next time
+            ann.write(paths, index, {"event_id": event_id, "space": space_name, "sid": sid, "seq": seq,
+                                     "max_id": int(ids[-1]) if len(ids) else -1})
+        self._count("ann_builds")
+        return True
 
     def _write_snapshot(self, entry: _Entry, due: int) -> bool:
         event_id, name = entry.key
@@ -790,7 +880,7 @@ class FaceStore:
             )
             entry.snap_seq, entry.changes = entry.seq, 0
             self._count("snapshot_writes")
-        with contextlib.suppress(sqlite3.OperationalError), self._db.write() as c:
+        with contextlib.suppress(sqlite3.OperationalError, StorageError), self._db.write() as c:
             c.execute("UPDATE spaces SET snap_seq=MAX(snap_seq, ?) WHERE sid=?", (entry.seq, entry.sid))
         return True
 
@@ -817,6 +907,7 @@ class FaceStore:
             directory = self.data_dir / name
             if not directory.is_dir():
                 continue
+            removed += self._sweep_ann(name)
             events = set()
             for p in directory.iterdir():
                 stem = p.name
@@ -846,6 +937,34 @@ class FaceStore:
                         snapshot.remove_temp(paths)
                     elif snapshot.remove(paths):
                         removed += 1
+        return removed
+
+    def _sweep_ann(self, name: str) -> int:
+        """Approximate indexes of dropped spaces, or older than a delete, go (they hold codes of the vectors)."""
+        directory = self.data_dir / name / "ann"
+        if not directory.is_dir():
+            return 0
+        removed = 0
+        stems = {p.name.removesuffix(".tmp") for p in directory.iterdir()}
+        for event_id in sorted({s.removesuffix(".npz").removesuffix(".json") for s in stems}):
+            try:
+                validate_event_id(event_id)
+            except ApiError:
+                continue
+            paths = ann.AnnPaths.of(self.data_dir, name, event_id)
+            with self._locks.hold(name, event_id):
+                meta = ann.read_meta(paths)
+                with self._db.read() as c:
+                    row = self._space_row(c, event_id, name)
+                    keep = (
+                        meta is not None
+                        and row is not None
+                        and meta["sid"] == row["sid"]
+                        and row["tomb_floor"] <= meta["seq"]
+                        and not self._deleted_since(c, row["sid"], meta["seq"])
+                    )
+                if not keep and ann.remove(paths):
+                    removed += 1
         return removed
 
     # ------------------------------------------------------------ cache admin
@@ -957,6 +1076,18 @@ class FaceStore:
             eraser.join(timeout=5)
         self.evict()
         self._db.close()
+
+
+def _fill_face_meta(c: sqlite3.Connection, sid: int, flat: FlatIndex) -> None:
+    """A snapshot holds vectors and ids only: each face's photo and norm come from SQLite
+    (one scan of the covering index faces_sid_meta, not of the embeddings)."""
+    rows = c.execute("SELECT face_id, pid, norm FROM faces INDEXED BY faces_sid_meta WHERE sid=?", (sid,)).fetchall()
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    pids = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+    norms = np.fromiter((r[2] for r in rows), dtype=np.float64, count=len(rows))
+    gone = flat.set_face_meta(ids, pids, norms)
+    if len(gone):  # deleted since the snapshot: the change log removes them too, this is just sooner
+        flat.remove(gone)
 
 
 def _json_ints(values: Iterable[int]) -> str:

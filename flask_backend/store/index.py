@@ -82,6 +82,13 @@ class FlatIndex:
         self.alive = np.ones(len(self.ids), dtype=bool)
         self.n_dead = 0
         self._sel: Any = None
+        # Per-face photo (``photos.pid``) and raw norm, aligned with ``ids``: the ranking
+        # (store/ranking.py) groups faces by photo and v1 needs the norm, without SQL per face.
+        # A snapshot does not carry them: -1 / NaN until the store fills them from SQLite.
+        self.pids = np.full(len(self.ids), -1, dtype=np.int64)
+        self.norms = np.full(len(self.ids), np.nan, dtype=np.float64)
+        self.version = 0  # bumped by every change: caches derived from the rows key on it
+        self.derived: dict[str, Any] = {}  # such caches (ranking.py), dropped on every change
 
     # -- size ---------------------------------------------------------------
     @property
@@ -99,7 +106,7 @@ class FlatIndex:
     @property
     def nbytes(self) -> int:
         """Resident estimate: rows in use (spare capacity is not touched)."""
-        return self.n_total * (self.dim * 4 + 9)
+        return self.n_total * (self.dim * 4 + 25)
 
     @property
     def matrix(self) -> np.ndarray:
@@ -114,16 +121,25 @@ class FlatIndex:
         return self.ids[self.alive]
 
     # -- changes ------------------------------------------------------------
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> int:
+    def _changed(self) -> None:
+        self._sel = None
+        self.version += 1
+        self.derived = {}
+
+    def add(
+        self, ids: np.ndarray, vectors: np.ndarray, pids: np.ndarray | None = None, norms: np.ndarray | None = None
+    ) -> int:
         """Append faces; ids must be ascending and above every id held. Ids at or below ``max_id``
         are skipped, which makes replaying a change log idempotent."""
         ids = np.asarray(ids, dtype=np.int64)
         if len(ids) == 0:
             return 0
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
+        pids = np.full(len(ids), -1, np.int64) if pids is None else np.asarray(pids, dtype=np.int64)
+        norms = np.full(len(ids), np.nan, np.float64) if norms is None else np.asarray(norms, dtype=np.float64)
         keep = ids > self.max_id
         if not keep.all():
-            ids, vectors = ids[keep], vectors[keep]
+            ids, vectors, pids, norms = ids[keep], vectors[keep], pids[keep], norms[keep]
             if len(ids) == 0:
                 return 0
         if len(ids) > 1 and not (np.diff(ids) > 0).all():
@@ -136,8 +152,23 @@ class FlatIndex:
         self._buf[n : n + k] = vectors
         self.ids = np.concatenate([self.ids, ids])
         self.alive = np.concatenate([self.alive, np.ones(k, bool)])
-        self._sel = None
+        self.pids = np.concatenate([self.pids, pids])
+        self.norms = np.concatenate([self.norms, norms])
+        self._changed()
         return k
+
+    def set_face_meta(self, ids: np.ndarray, pids: np.ndarray, norms: np.ndarray) -> np.ndarray:
+        """Fill photo/norm of the given faces (e.g. after a snapshot load); returns the ids held
+        here that were not given (faces the database no longer has)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.n_total == 0:
+            return self.ids
+        pos = np.minimum(np.searchsorted(self.ids, ids), self.n_total - 1)
+        ok = self.ids[pos] == ids
+        self.pids[pos[ok]] = np.asarray(pids, dtype=np.int64)[ok]
+        self.norms[pos[ok]] = np.asarray(norms, dtype=np.float64)[ok]
+        self._changed()
+        return self.ids[(self.pids < 0) & self.alive]
 
     def remove(self, face_ids: np.ndarray) -> int:
         """Mask faces out (and zero their vectors); unknown or already removed ids are ignored."""
@@ -153,7 +184,7 @@ class FlatIndex:
         self._buf[pos] = 0.0  # biometric data: do not keep it in memory longer than needed
         self.alive[pos] = False
         self.n_dead += len(pos)
-        self._sel = None
+        self._changed()
         return len(pos)
 
     def maybe_compact(self) -> bool:
@@ -173,11 +204,28 @@ class FlatIndex:
             self._buf[start : start + len(src)] = self._buf[src]
         self._buf[len(keep) : self.n_total] = 0.0
         self.ids = self.ids[keep]
+        self.pids = self.pids[keep]
+        self.norms = self.norms[keep]
         self.alive = np.ones(len(self.ids), dtype=bool)
         self.n_dead = 0
-        self._sel = None
+        self._changed()
 
     # -- search -------------------------------------------------------------
+    def scores(self, query: np.ndarray, start: int = 0) -> np.ndarray:
+        """Inner product of the (dim,) float32 query with every row from ``start`` on (dead rows: 0).
+
+        faiss's single-threaded SIMD kernel, not ``matrix @ q``: numpy's BLAS may run a matrix-
+        vector product on every core, which on a busy box costs 10-50x more than one thread."""
+        n = self.n_total - start
+        out = np.empty(max(n, 0), dtype=np.float32)
+        if n > 0:
+            faiss = get_faiss()
+            q = np.ascontiguousarray(query, dtype=np.float32).reshape(self.dim)
+            sp = faiss.swig_ptr
+            faiss.fvec_inner_products_ny(sp(out), sp(q), sp(self._buf[start:]), self.dim, n)
+        return out
+
+
     def _selector(self) -> Any:
         if not self.n_dead:
             return None
