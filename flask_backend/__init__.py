@@ -21,7 +21,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     """Application factory: ``config`` is a Settings, overrides for Settings.from_env, or None."""
     from . import access, metrics, web
-    from .api import errors, event_access, events, health, v1, v2
+    from .api import dashboard, errors, event_access, events, health, photos, v1, v2, verify
     from .services import Services
 
     settings = config if isinstance(config, Settings) else Settings.from_env(**dict(config or {}))
@@ -44,7 +44,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         return response
 
     errors.register_error_handlers(app)
-    for module in (health, v1, v2, events, event_access):
+    for module in (health, v1, v2, verify, events, event_access, photos, dashboard):
         app.register_blueprint(module.bp)
     web.init_app(app, settings)
     metrics.init_app(app)

@@ -74,6 +74,25 @@ class Settings:
     store_url: str | None = None
     store_pool_size: int = 4  # PostgreSQL connections per process (>= threads per gunicorn worker)
     store_connect_timeout: float = 5.0  # seconds to get a PostgreSQL connection before 503
+    # --- attendee and organizer experience: thumbnails, download all, dashboard --
+    thumbnail_side: int = 480  # long side of the thumbnail made at ingest; 0: none
+    thumbnail_format: str = "webp"  # webp | jpeg
+    thumbnail_quality: int = 75
+    thumbnail_max_age: int = 86400  # Cache-Control: private, max-age of a thumbnail
+    thumbnail_url_ttl: int = 3600  # signed thumbnail URLs in match rows stay valid this long (at least)
+    cloudinary_thumbnails: bool = False  # Cloudinary sources: thumbnail_url = /upload/w_480,c_limit/ URL
+    zip_max_photos: int = 200  # photos in one "download all" zip
+    rate_limit_download: str = "60 per 10 minutes"  # per address and endpoint: zips, single originals
+    # --- faces indexed at ingest (issue 10: detection passes, rotations, quality) ----
+    # a second, padded pass at the selfie size for faces too large for the big ingest input
+    # (off: one pass, as before issue 10; about +10 % ingest CPU when on)
+    ingest_large_faces: bool = True
+    ingest_try_rotations: bool = True  # turn a photo 90/270 degrees when no face is upright
+    # Floors for indexing (scripts/bench_quality.py; README "Face quality"): on ../shared/faces
+    # and the bench photos the smallest labelled face is 77 px and the lowest labelled quality
+    # 0.45, so these drop none of them; 0.25 drops a blurred giant background face.
+    min_face_px: int = 40  # faces smaller than this (longer box side, original pixels) are not indexed
+    min_face_quality: float = 0.25  # faces whose 0-1 quality score is lower are not indexed
     # --- service -------------------------------------------------------------
     api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()

@@ -265,9 +265,11 @@ def unsupported_media_type() -> str:
 
 
 @_error(422, "no_face")
-def no_face(where: str = "") -> str:
-    """``where``: which image had none, e.g. " in image 2"."""
-    return f"no face found{where}; use a clear, front-facing photo"
+def no_face(where: str = "", *, image: str | None = None) -> str | tuple[str, dict[str, Any]]:
+    """``where``: which image had none, e.g. " in image 2"; ``image``: that image's name as a
+    field too (verify: ``"a"`` or ``"b"``)."""
+    message = f"no face found{where}; use a clear, front-facing photo"
+    return (message, {"image": image}) if image is not None else message
 
 
 # --- 503 ---------------------------------------------------------------------------------
@@ -328,3 +330,23 @@ def storage_unavailable(message: str, retry_after: int) -> tuple[str, dict[str, 
     """503 (with Retry-After): the database is read-only, unavailable or locked right now."""
     return message, {"retry_after": int(retry_after)}
 
+
+# --- attendee and organizer experience: thumbnails, download all, dashboard ------------------
+@_error(404, "no_thumbnail")
+def no_thumbnail(event_id: str, photo_id: str) -> str:
+    return f"photo {photo_id!r} of event {event_id!r} has no thumbnail (ingested by vector, or before thumbnails)"
+
+
+@_error(400, "too_many_photos")
+def too_many_photos(count: int, limit: int) -> tuple[str, dict[str, Any]]:
+    return f"{count} photos asked for; at most {limit} per download", {"max_photos": int(limit)}
+
+
+@_error(409, "retry_unavailable")
+def retry_unavailable(photo_id: str) -> str:
+    return f"photo {photo_id!r} has no http(s) URL to fetch again; ingest it again from its source"
+
+
+@_error(503, "firestore_unavailable")
+def firestore_unavailable(message: str) -> str:
+    return f"Firestore is not reachable from this server: {message}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from . import errors
+from .faces import SPACES
 from .match import (
     FORGET_MARGIN_V2,
     FORGET_TOLERANCE_V1,
@@ -36,7 +37,8 @@ def forget_person(services: Services, event_id: str, images: Sequence[bytes]) ->
     store = services.store
     if not store.event_exists(event_id):
         raise errors.unknown_event(event_id)
-    spaces = [s for s in services.engines.ready_spaces() if store.space_of(event_id, s) is not None]
+    # only the spaces the event is indexed in: an engine it does not use is never loaded
+    spaces = [s for s in SPACES if store.space_of(event_id, s) is not None and services.engines.status(s).ready]
     if not spaces:
         raise errors.engine_not_ready("no ready engine for the spaces this event is indexed in")
     removed: dict[str, list[dict]] = {}

@@ -1,8 +1,9 @@
 """THE ingest pipeline: image → faces → store. Used by the API, the worker and the CLI.
 
-One decode serves every space. When both spaces are filled, v1's descriptors are computed
-on the v2 detector's boxes (SCRFD finds the small faces HOG misses, and HOG's cost on a big
-photo is saved); v1 runs its own HOG detector only when v2 is not part of the ingest.
+One decode serves every space. An engine declares whose boxes it describes (``boxes_from``):
+v1's descriptors are computed on the v2 detector's boxes (SCRFD finds the small faces HOG
+misses, and HOG's cost on a big photo is saved); v1 runs its own HOG detector when v2 is not
+part of the ingest or found no face. Faces below the size / quality floors are not indexed.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import errors
-from .faces import SPACES, DetectedFace
+from . import errors, thumbnails
+from .faces import SPACES, DetectedFace, FaceEngine, Purpose
+from .faces.orientation import TURNS, face_back, has_upright_face, turned
 from .imaging import DecodedImage, FetchPolicy, fetch_image_bytes
 from .services import Services
-from .store import FaceRecord, Space
+from .store import FaceQualityRow, FaceRecord, Space
 from .store.ids import validate_event_id, validate_photo_id
 from .vectors import as_unit_vector
 
@@ -59,7 +61,8 @@ def choose_spaces(services: Services, requested: Sequence[str] | None) -> list[s
             services.engines.get(s)  # 503 when not ready
         return list(dict.fromkeys(requested))
     configured = services.settings.ingest_spaces or SPACES
-    ready = [s for s in configured if s in services.engines.ready_spaces()]
+    # only the configured spaces' engines are asked (and so loaded)
+    ready = [s for s in configured if services.engines.status(s).ready]
     if not ready:
         raise errors.engine_not_ready(f"no ready engine among {list(configured)}")
     return ready
@@ -80,19 +83,100 @@ def load_image(services: Services, *, image: bytes | None, image_url: str | None
     return services.decode(image)
 
 
-def detect_spaces(services: Services, img: DecodedImage, spaces: Sequence[str], purpose: str) -> dict[str, list[DetectedFace]]:
-    """Faces per space for one decoded image, sharing v2's boxes with v1 at ingest."""
+def detect_spaces(services: Services, img: DecodedImage, spaces: Sequence[str], purpose: Purpose) -> dict[str, list[DetectedFace]]:
+    """Faces per space for one decoded image.
+
+    At ingest a photo with no upright face is tried turned by 90 and 270 degrees (setting
+    ``ingest_try_rotations``); the faces of the turn with the best upright face are kept,
+    mapped back to the photo's own orientation.
+    """
+    found, detected = _detect_once(services, img, spaces, purpose)
+    if purpose != "ingest" or not services.settings.ingest_try_rotations or _upright(found, detected):
+        return found
+    best, best_score = None, 0.0
+    for degrees in TURNS:
+        turned_found, detected = _detect_once(services, turned(img, degrees), spaces, purpose, fallback=False)
+        score = _upright_score(turned_found, detected)
+        if score > best_score:
+            best, best_score = (degrees, turned_found), score
+    if best is None:
+        return found
+    degrees, turned_found = best
+    return {space: [face_back(f, degrees, img) for f in faces] for space, faces in turned_found.items()}
+
+
+def _upright(found: Mapping[str, Sequence[DetectedFace]], detected: Iterable[str]) -> bool:
+    """Whether a detector found an upright face (describers fit their landmarks to the box
+    they are given, so only the detecting spaces' landmarks tell the face's roll)."""
+    return any(has_upright_face(found[space]) for space in detected)
+
+
+def _upright_score(found: Mapping[str, Sequence[DetectedFace]], detected: Iterable[str]) -> float:
+    """The best detector score among the upright faces: both turns are tried and the one
+    that looks most like upright faces wins (the roll SCRFD's landmarks give a sideways face
+    does not tell reliably which way it lies; on ../shared/faces turned 90 degrees its sign
+    was wrong for 2 of 24)."""
+    return max((f.det_score for space in detected for f in found[space] if has_upright_face([f])), default=0.0)
+
+
+def _detect_once(
+    services: Services, img: DecodedImage, spaces: Sequence[str], purpose: Purpose, *, fallback: bool = True
+) -> tuple[dict[str, list[DetectedFace]], list[str]]:
+    """Each space's faces; at ingest an engine that declares ``boxes_from`` describes that
+    space's faces (one face, one record in both spaces) and detects itself when that space
+    is not ingested, or (``fallback``) found nothing; a space left with no face then
+    describes what the others found, when its engine can. Also returns the spaces that ran
+    their detector.
+
+    The fallback detection runs at selfie settings: it is insurance for the faces the
+    first detector missed, which are large ones (SCRFD at the ingest size finds far smaller
+    faces than HOG); HOG's ingest upsampling would cost ~4x for them (a photo without faces:
+    1.3 s of CPU). Turned photos (``fallback=False``) rely on the first detector alone."""
+    engines: dict[str, FaceEngine] = {s: services.engines.get(s) for s in spaces}
+    ingest = purpose == "ingest"
     found: dict[str, list[DetectedFace]] = {}
-    if "v2" in spaces:
-        found["v2"] = services.engines.get("v2").detect(img, purpose)  # type: ignore[arg-type]
-    if "v1" in spaces:
-        v1 = services.engines.get("v1")
-        if "v2" in found and purpose == "ingest":
-            v2_faces = found["v2"]
-            found["v1"] = v1.describe(img, [f.bbox for f in v2_faces], [f.det_score for f in v2_faces])  # type: ignore[attr-defined]
+    detected: list[str] = []
+    for space in _providers_first(engines):
+        engine = engines[space]
+        provider = engine.boxes_from if ingest and engine.boxes_from in engines else None
+        given = found.get(provider) if provider else None
+        if given:
+            faces = engine.describe(img, given)
+        elif provider and not fallback:
+            faces = []
         else:
-            found["v1"] = v1.detect(img, purpose)  # type: ignore[arg-type]
-    return found
+            faces = engine.detect(img, "selfie" if provider else purpose)
+            detected.append(space)
+        # The floors judge a face where it was detected; a describer keeps the faces it was
+        # given, so both spaces index the same faces.
+        found[space] = indexable(services, faces) if ingest and not given else faces
+    if ingest:
+        for space, faces in found.items():
+            others = [f for other, fs in found.items() if other != space for f in fs]
+            if not faces and others:
+                found[space] = engines[space].describe(img, others)
+    return found, detected
+
+
+def _providers_first(engines: Mapping[str, FaceEngine]) -> list[str]:
+    """Spaces ordered so that a space comes after the one whose boxes it takes."""
+    order: list[str] = []
+    pending = list(engines)
+    while pending:
+        ready = [s for s in pending if engines[s].boxes_from not in pending or engines[s].boxes_from == s]
+        nxt = ready[0] if ready else pending[0]  # a cycle: break it anywhere
+        order.append(nxt)
+        pending.remove(nxt)
+    return order
+
+
+def indexable(services: Services, faces: Sequence[DetectedFace]) -> list[DetectedFace]:
+    """The faces worth indexing: at least ``min_face_px`` and ``min_face_quality``."""
+    s = services.settings
+    return [
+        f for f in faces
+        if f.quality is None or (f.quality.size_px >= s.min_face_px and f.quality.score >= s.min_face_quality)
+    ]
 
 
 def refuse_stale_spaces(services: Services, event_id: str, spaces: Iterable[Space]) -> None:
@@ -123,12 +207,14 @@ def ingest_photo(
     validate_photo_id(photo_id)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    thumb = None  # photos ingested by vector have no thumbnail
     if vectors is not None:
         found = {space: _precomputed_faces(vecs) for space, vecs in vectors.items()}
         chosen = choose_spaces(services, list(found))
     else:
         chosen = choose_spaces(services, spaces)
         img = load_image(services, image=image, image_url=image_url)
+        thumb = thumbnails.make_for(services, img)  # from the decoded image: no second fetch
         timings["load"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         found = detect_spaces(services, img, chosen, "ingest")
@@ -140,11 +226,13 @@ def ingest_photo(
     for space_name, space in targets.items():
         faces = found.get(space_name, [])
         records = [
-            FaceRecord(embedding=f.embedding, bbox=tuple(f.bbox), det_score=f.det_score, norm=f.norm)
+            FaceRecord(embedding=f.embedding, bbox=tuple(f.bbox), det_score=f.det_score, norm=f.norm,
+                       quality=_quality_row(f))
             for f in faces
         ]
         stored = services.store.put_photo(event_id, photo_id, space, records, source_url=image_url)
         outcomes[space_name] = SpaceOutcome(space_name, space.model_id, faces, stored)
+    thumbnails.save(services, event_id, photo_id, thumb)
     timings["store"] = time.perf_counter() - t2
     result = IngestResult(event_id, photo_id, outcomes, timings)
     log.info(
@@ -152,6 +240,11 @@ def ingest_photo(
         event_id, photo_id, result.faces_indexed, ",".join(outcomes),
     )
     return result
+
+
+def _quality_row(face: DetectedFace) -> FaceQualityRow | None:
+    q = face.quality
+    return None if q is None else FaceQualityRow(q.size_px, q.sharpness, q.yaw, q.pitch, q.score)
 
 
 def _precomputed_faces(vecs: Sequence[np.ndarray]) -> list[DetectedFace]:

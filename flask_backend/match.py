@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import errors
+from . import errors, thumbnails
 from .config import Settings
 from .services import Services
 from .store.ranking import PhotoRow, RankSpec
@@ -131,7 +131,8 @@ def run_match(services: Services, plan: MatchPlan, *, mode: str, limit: int, cur
     after = decode_cursor(cursor) if mode == "all" and cursor else None
     found = services.store.match(plan.event_id, services.space(plan.space), plan.query, plan.spec,
                                  limit=limit, after=after)
-    rows = [row_json(r, plan.space) for r in found.rows]
+    # thumbnail fields: one more query for all the rows (thumbnails.row_fields)
+    rows = thumbnails.row_fields(services, plan.event_id, [row_json(r, plan.space) for r in found.rows])
     if mode != "all":
         return MatchResult(rows, None, None, found.search)
     next_cursor = encode_cursor(found.rows[-1]) if found.more and found.rows else None

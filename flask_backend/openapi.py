@@ -35,18 +35,19 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
         "invalid_min_score", "invalid_mode", "invalid_cursor",
         "invalid_top_k", "invalid_page_size", "invalid_threshold", "invalid_tolerance", "selfies_disagree",
         "field_not_allowed", "invalid_access", "invalid_query",
+        "too_many_photos",
     ),
     401: ("unauthorized",),
     403: ("forbidden", "event_code_required", "event_code_invalid"),
-    404: ("unknown_event", "not_indexed", "unknown_photo", "not_found"),
+    404: ("unknown_event", "not_indexed", "unknown_photo", "not_found", "no_thumbnail"),
     405: ("method_not_allowed",),
-    409: ("space_mismatch",),
+    409: ("space_mismatch", "retry_unavailable"),
     413: ("image_too_large", "request_too_large"),
     415: ("unsupported_image", "unsupported_media_type"),
     422: ("no_face",),
     429: ("rate_limited",),
     500: ("internal_error",),
-    503: ("engine_not_ready", "storage_unavailable"),
+    503: ("engine_not_ready", "storage_unavailable", "firestore_unavailable"),
     507: ("storage_full",),
 }
 ERROR_MEANING = {
@@ -54,20 +55,23 @@ ERROR_MEANING = {
     401: "Missing or invalid `X-API-Key` (only when the server has API keys configured).",
     404: "`unknown_event`: the event has no photos in any space. `not_indexed`: the event exists but has no "
     "index in this space (frontends fall back to v1). `unknown_photo`: no such photo in the event. "
-    "`not_found`: no such route.",
+    "`not_found`: no such route. `no_thumbnail`: the photo has none (ingested by vector, or before thumbnails: "
+    "`bulk_ingest --thumbnails-only`).",
     403: "`forbidden`: the key's role or events do not cover this. `event_code_required` / "
     "`event_code_invalid`: the event is a `code` event; send its code as `X-Event-Code` (or field `event_code`).",
     405: "Method not allowed.",
-    409: "`space_mismatch`: the event's index was built with another model (stale after a pack change).",
+    409: "`space_mismatch`: the event's index was built with another model (stale after a pack change). "
+    "`retry_unavailable`: the photo has no http(s) URL to fetch again.",
     413: "Image or request too large.",
     415: "Not an image format the service accepts (JPEG, PNG, WebP, BMP, TIFF; HEIC when enabled).",
-    422: "`no_face`: no face found in the selfie.",
+    422: "`no_face`: no face found in the selfie (verify: in the image named by `image`).",
     429: "`rate_limited`: too many requests from this address (or too many wrong codes for this event); "
     "wait `Retry-After` seconds.",
     500: "Internal error; quote the `request_id`.",
     503: "`engine_not_ready`: the engine of this space is not loaded (e.g. no v2 model pack). "
     "`storage_unavailable`: the data directory is read-only, the database unavailable or its lock not obtained "
-    "in time; retry after the `Retry-After` seconds (nothing acknowledged is lost).",
+    "in time; retry after the `Retry-After` seconds (nothing acknowledged is lost). "
+    "`firestore_unavailable`: a retry of a Firestore photo could not reach Firestore.",
     507: "`storage_full`: the data directory is full; the write was not stored (it succeeds again once space "
     "is freed, no restart needed).",
 }
@@ -143,6 +147,22 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
     page_required = ("event_id", "matches", "model", "mode", "next_cursor", "total", "queries", "combine",
                      "search")
     url = nullable(s("the photo's source URL (the `image_url` given at ingest), when known"))
+    thumb = {
+        "thumbnail_url": nullable(s("a ~480 px thumbnail (relative to this API; signed on a `code` event), or a "
+                                    "Cloudinary-derived URL; null: none (ingested by vector), show `url`")),
+        "image_width": nullable(integer("the original's width, in which `bbox` is; null when unknown")),
+        "image_height": nullable(integer("the original's height; null when unknown")),
+    }
+    outcome = {
+        "photo_id": s(), "status": s(enum=["done", "no_face", "failed", "retrying", "pending"],
+                                     description="`retrying`: the worker tries again; `pending`: queued again "
+                                     "for the worker by a retry"),
+        "code": nullable(s("error code of a failure")), "message": nullable(s()),
+        "source_url": nullable(s()), "via": s(enum=["api", "worker", "cli"]),
+        "faces": integer(minimum=0), "attempts": integer(minimum=0), "updated_at": num("unix seconds"),
+    }
+    outcome_required = ("photo_id", "status", "code", "message", "source_url", "via", "faces", "attempts",
+                        "updated_at")
     paging = {
         "top_k": nullable(integer(f"best photos to return (default 20, at most {settings.max_top_k}); "
                                   "null means all, like `mode: all`", minimum=1, maximum=settings.max_top_k)),
@@ -159,6 +179,11 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
                          "description": "faces removed, per space"}
     multipart_paging = {k: TEXT_NUMBER if k in ("top_k", "page_size") else v for k, v in paging.items()}
     files = arr(FILE, maxItems=10, description="the selfie; repeat the field for several selfies")
+    verify_faces = {
+        "faces_a": nullable(integer("faces found in image a; null when a vector was sent", minimum=1)),
+        "faces_b": nullable(integer("faces found in image b; null when a vector was sent", minimum=1)),
+        "face_a": nullable(ref("IndexedFace")), "face_b": nullable(ref("IndexedFace")),
+    }
     return {
         "Error": obj(
             {"error": obj({"code": s("machine-readable, see the status's list"), "message": s("for humans"),
@@ -168,9 +193,9 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
         ),
         "BBox": bbox,
         "MatchV2": obj({"photo_id": s(), "score": num("cosine similarity of the photo's best face"),
-                        "bbox": ref("BBox"), "url": url}, ("photo_id", "score", "bbox")),
+                        "bbox": ref("BBox"), "url": url, **thumb}, ("photo_id", "score", "bbox")),
         "MatchV1": obj({"photo_id": s(), "distance": num("Euclidean distance between raw descriptors"),
-                        "score": num("1 - distance"), "bbox": ref("BBox"), "url": url},
+                        "score": num("1 - distance"), "bbox": ref("BBox"), "url": url, **thumb},
                        ("photo_id", "distance", "score", "bbox")),
         "MatchV2Response": obj(
             {**page_fields, "matches": arr(ref("MatchV2"), description="one per photo (its best face), best first"),
@@ -217,7 +242,7 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
         ),
         "IngestResponse": obj(
             {"event_id": s(), "photo_id": s(), "faces_indexed": integer(minimum=0),
-             "faces": arr(obj({"bbox": ref("BBox"), "det_score": num()}, ("bbox", "det_score"))),
+             "faces": arr(ref("IndexedFace")),
              "model": nullable(s()),
              "spaces": {"type": "object", "additionalProperties": obj(
                  {"faces_indexed": integer(minimum=0), "model": s()}, ("faces_indexed", "model"))}},
@@ -228,8 +253,8 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
                                           enum=["selfie", "ingest"])}, extra=True),
         "ImageMultipart": obj({"image": files}, ("image",), extra=True),
         "EmbedResponse": obj(
-            {"embedding": vector, "bbox": ref("BBox"), "det_score": num(), "faces_detected": integer(minimum=1),
-             "model": s()},
+            {"embedding": vector, "bbox": ref("BBox"), "det_score": num(minimum=0, maximum=1),
+             "quality": ref("FaceQuality"), "faces_detected": integer(minimum=1), "model": s()},
             ("embedding", "bbox", "det_score", "faces_detected", "model"),
             description="the largest face's unit-length embedding",
         ),
@@ -241,11 +266,56 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
         ),
         "DetectResponse": obj(
             {"faces": arr(obj({"bbox": ref("BBox"), "kps": arr(arr(num(), minItems=2, maxItems=2)),
-                               "det_score": num(), "embedding": vector},
+                               "det_score": num(minimum=0, maximum=1), "quality": ref("FaceQuality"),
+                               "embedding": vector},
                               ("bbox", "kps", "det_score", "embedding")), description="largest first"),
              "faces_detected": integer(minimum=0), "image_width": integer(), "image_height": integer(),
              "processing_time_ms": num(), "model": s()},
             ("faces", "image_width", "image_height", "processing_time_ms"),
+        ),
+        "FaceQuality": obj(
+            {"size_px": num("longer side of the face box, original pixels", minimum=0),
+             "sharpness": num("variance of the Laplacian of the grey face crop at 112 px; blur < ~20", minimum=0),
+             "yaw": num("degrees, 0 = frontal, from the 5 landmarks (rough)", minimum=-90, maximum=90),
+             "pitch": num("degrees, 0 = frontal, from the 5 landmarks (rough)", minimum=-90, maximum=90),
+             "roll": num("degrees, tilt of the eye line in the photo", minimum=-180, maximum=180),
+             "score": num("0-1: det_score x sharpness term x pose term; compared with "
+                          "FACEMATCH_MIN_FACE_QUALITY at ingest", minimum=0, maximum=1)},
+            ("size_px", "sharpness", "yaw", "pitch", "roll", "score"),
+        ),
+        "IndexedFace": obj(
+            {"bbox": ref("BBox"), "det_score": num("detector score, 0-1 in both spaces (dlib's HOG margin m is "
+                                                   "mapped to 1 / (1 + e^(-2m)))", minimum=0, maximum=1),
+             "quality": nullable(ref("FaceQuality"))},
+            ("bbox", "det_score", "quality"),
+        ),
+        "VerifyV2Request": obj(
+            {"image_base64_a": s("first image, base64"), "image_base64_b": s("second image, base64"),
+             "embedding_a": vector, "embedding_b": vector,
+             "threshold": num("cosine threshold (default: the pack's calibrated value)", minimum=-1, maximum=1)},
+            extra=True, description="each side: an image (`image_base64_a`) or a vector (`embedding_a`)",
+        ),
+        "VerifyV1Request": obj(
+            {"image_base64_a": s(), "image_base64_b": s(),
+             "descriptor_a": arr(num(), minItems=128, maxItems=128),
+             "descriptor_b": arr(num(), minItems=128, maxItems=128),
+             "tolerance": num(f"Euclidean tolerance (default {settings.v1_tolerance:g})", exclusiveMinimum=0,
+                              maximum=2)},
+            extra=True, description="each side: an image (`image_base64_a`) or a raw descriptor (`descriptor_a`)",
+        ),
+        "VerifyMultipart": obj(
+            {"image_a": FILE, "image_b": FILE, "threshold": TEXT_NUMBER, "tolerance": TEXT_NUMBER},
+            extra=True, description="`threshold` for v2, `tolerance` for v1; a side may be a JSON-text vector field",
+        ),
+        "VerifyV2Response": obj(
+            {"similarity": num("cosine similarity of the two faces", minimum=-1, maximum=1), "threshold": num(),
+             "is_match": {"type": "boolean"}, **verify_faces, "model": s()},
+            ("similarity", "threshold", "is_match", "faces_a", "faces_b", "face_a", "face_b", "model"),
+        ),
+        "VerifyV1Response": obj(
+            {"distance": num("Euclidean distance between the raw descriptors", minimum=0), "tolerance": num(),
+             "is_match": {"type": "boolean"}, **verify_faces, "model": s()},
+            ("distance", "tolerance", "is_match", "faces_a", "faces_b", "face_a", "face_b", "model"),
         ),
         "Health": obj(
             {"status": s(enum=["ok", "degraded"]), "version": s(), "insightface_ready": {"type": "boolean"},
@@ -303,6 +373,34 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
             {"event_id": s(), "forget_requests": arr(ref("ForgetRecord"), description="newest first"),
              "next_before": nullable(integer("send as `before` for older records; null on the last page"))},
             ("event_id", "forget_requests", "next_before")),
+        "PhotosZipRequest": obj(
+            {"photo_ids": arr(s(), minItems=1, maxItems=settings.zip_max_photos,
+                              description=f"at most {settings.zip_max_photos} (a form repeats the field)"),
+             "event_code": EVENT_CODE},
+            ("photo_ids",), extra=True),
+        "DownloadRequest": obj({"event_code": EVENT_CODE}, extra=True),
+        "PhotoOutcome": obj(outcome, outcome_required),
+        "PhotoOutcomes": obj({"event_id": s(), "status": nullable(s()), "photos": arr(ref("PhotoOutcome"),
+                                                                                     description="newest first")},
+                             ("event_id", "status", "photos")),
+        "RetryRequest": obj({}, extra=True, description="no fields: the photo's stored URL is used"),
+        "RetryResponse": obj({"event_id": s(), **outcome}, ("event_id", *outcome_required),
+                             description="the photo's outcome after the retry"),
+        "EventStats": obj(
+            {"event_id": s(), "photos": integer(minimum=0), "faces": integer(minimum=0),
+             "photos_without_faces": integer(minimum=0), "failed": integer(minimum=0),
+             "retrying": integer(minimum=0), "pending": integer(minimum=0),
+             "stale_spaces": arr(s(), description="spaces built with another model than the one loaded"),
+             "spaces": {"type": "object", "additionalProperties": obj(
+                 {"photos": integer(minimum=0), "faces": integer(minimum=0), "model": s()},
+                 ("photos", "faces", "model"))},
+             "updated_at": nullable(num("unix seconds of the last write"))},
+            ("event_id", "photos", "faces", "photos_without_faces", "failed", "retrying", "pending", "stale_spaces",
+             "spaces", "updated_at"),
+            description="`faces` and `photos_without_faces` of the v2 space (v1 when there is no v2)"),
+        "EventList": obj({"events": arr(ref("EventStats"))}, ("events",)),
+        "QrRequest": obj({"code": s("the event's code, to put in the link (must be the code set)", maxLength=128)},
+                         extra=True),
         "ForgetResponse": obj(
             {"event_id": s(),
              "faces_removed": {"type": "object", "additionalProperties": integer(minimum=0)},
@@ -354,6 +452,17 @@ MATCH_ERRORS = (400, 404, 409, 413, 415, 422, 503)
 INGEST_ERRORS = (400, 413, 415, 429, 503, 507)
 
 
+def _binary(mimes: tuple[str, ...], description: str) -> dict:
+    return {"description": description,
+            "content": {m: {"schema": {"type": "string", "format": "binary"}} for m in mimes}}
+
+
+def _form(schema: str) -> dict:
+    """JSON, or a plain form post (what the page submits for a download)."""
+    return {"required": True, "content": {"application/json": {"schema": ref(schema)},
+                                          "application/x-www-form-urlencoded": {"schema": ref(schema)}}}
+
+
 def _html(summary: str, description: str) -> dict:
     return {"summary": summary, "tags": ["web"], "description": description,
             "responses": {"200": {"description": "HTML page", "content": {"text/html": {"schema": s()}}}}}
@@ -390,6 +499,16 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     ("/api/v2/detect", "POST"): _op(
         "v2: every face of an image", "v2", _ok("DetectResponse"), IMAGE_ERRORS,
         body=_body("ImageRequest", "ImageMultipart")),
+    ("/api/v2/verify", "POST"): _op(
+        "v2: are two faces the same person?", "v2", _ok("VerifyV2Response"), IMAGE_ERRORS,
+        body=_body("VerifyV2Request", "VerifyMultipart"),
+        description="The largest face of each image (or a vector per side) → cosine similarity and "
+        "`is_match` = similarity >= `threshold`. 422 `no_face` names the image (`image`: `a` or `b`)."),
+    ("/api/v1/verify", "POST"): _op(
+        "v1: are two faces the same person?", "v1", _ok("VerifyV1Response"), IMAGE_ERRORS,
+        body=_body("VerifyV1Request", "VerifyMultipart"),
+        description="face_recognition semantics: `is_match` = Euclidean distance between raw descriptors "
+        "<= `tolerance`. 422 `no_face` names the image (`image`: `a` or `b`)."),
     ("/api/v2/events/<event_id>", "GET"): _op(
         "What an event holds, per space", "events", _ok("EventSummary"), (400, 401, 404), attendee=True,
         description="An attendee read (the code on a `code` event); with `X-API-Key` the key must cover the "
@@ -416,6 +535,45 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     ("/api/v2/events/<event_id>/forget-requests", "GET"): _op(
         "The forget-me log of the event, newest first", "events", _ok("ForgetRecords"), (400,), write=True,
         description="Organizer key for the event. No image, no embedding, no address."),
+    ("/api/v2/events/<event_id>/photos/<path:photo_id>/thumbnail", "GET"): _op(
+        "A photo's thumbnail (~480 px), made at ingest", "photos",
+        _binary(("image/webp", "image/jpeg"), "the thumbnail, with `ETag` and `Cache-Control: private`"),
+        (400, 404), attendee=True,
+        description="Same access as match: free on an `open` event; on a `code` event the code (header), a key "
+        "covering the event, or the signed `exp`/`sig` of a `thumbnail_url` from a match answer. "
+        "`If-None-Match` answers 304."),
+    ("/api/v2/events/<event_id>/photos.zip", "POST"): _op(
+        "Download all: the photos' originals as one zip, streamed as it is built", "photos",
+        _binary(("application/zip",), "a zip (STORED entries); photos that could not be fetched are listed in "
+                "`MISSING.txt` inside it"), (400, 404), body=_form("PhotosZipRequest"), attendee=True,
+        description="Originals are fetched through the SSRF-safe fetcher. Same access as match; rate-limited "
+        "per address (`FACEMATCH_RATE_LIMIT_DOWNLOAD`)."),
+    ("/api/v2/events/<event_id>/photos/<path:photo_id>/download", "POST"): _op(
+        "One original, as a download (the page's viewer)", "photos",
+        _binary(("image/jpeg", "image/png", "image/webp", "image/tiff", "image/bmp", "image/heif",
+                 "application/octet-stream"), "the original, `Content-Disposition: attachment`"), (400, 404, 409),
+        body=_form("DownloadRequest"), attendee=True),
+    ("/api/v2/events/<event_id>/photos", "GET"): _op(
+        "What the pipeline did with the event's photos (the dashboard's failures)", "photos", _ok("PhotoOutcomes"),
+        (400,), write=True,
+        description="One row per photo the pipeline was asked to ingest (API, worker, CLI), newest first. "
+        "Any key covering the event."),
+    ("/api/v2/events/<event_id>/photos/<path:photo_id>/retry", "POST"): _op(
+        "Retry a photo: ingest it again from its stored URL", "photos", _ok("RetryResponse"), (400, 404, 409, 503),
+        write=True, body={"required": False, "content": {"application/json": {"schema": ref("RetryRequest")}}},
+        description="A Firestore photo is set back to `pending` for the photo worker instead (status `pending`). "
+        "Organizer key for the event."),
+    ("/api/v2/events", "GET"): _op(
+        "The events a key may see, with their counts (the dashboard)", "photos", _ok("EventList"), (), write=True,
+        description="A scoped key sees the events its patterns match; the dashboard polls it while ingests run."),
+    ("/api/v2/events/<event_id>/qr", "POST"): _op(
+        "The attendee link as a printable SVG QR code", "photos",
+        _binary(("image/svg+xml",), "SVG"), (400,), body={"required": False, "content": {
+            "application/json": {"schema": ref("QrRequest")}}}, write=True,
+        description="`/e/<event_id>`, with `?code=` when `code` is sent (403 `event_code_invalid` unless it is "
+        "the event's code). POST: the code travels in the body, never in an address."),
+    ("/admin", "GET"): _html("Organizer dashboard", "Counts, failures and retries, access code, QR code, "
+                             "delete-event; the organizer key stays in the tab (sessionStorage)."),
     ("/openapi.json", "GET"): {
         "summary": "This description (OpenAPI 3.1)", "tags": ["web"],
         "responses": {"200": {"description": "OpenAPI document",
@@ -433,6 +591,12 @@ OPERATIONS[("/api/v2/events/<event_id>/forget-requests", "GET")]["parameters"] =
      "schema": integer(minimum=1, maximum=1000)},
     {"name": "before", "in": "query", "required": False, "description": "`next_before` of the previous page",
      "schema": integer(minimum=1)},
+]
+OPERATIONS[("/api/v2/events/<event_id>/photos", "GET")]["parameters"] = [
+    {"name": "status", "in": "query", "required": False, "description": "only photos with this status",
+     "schema": s(enum=["done", "no_face", "failed", "retrying", "pending"])},
+    {"name": "limit", "in": "query", "required": False, "description": "photos per answer (default 100)",
+     "schema": integer(minimum=1, maximum=1000)},
 ]
 IGNORED_ENDPOINTS = {"static"}
 _CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
@@ -509,6 +673,7 @@ def build_spec(app: Flask | None = None) -> dict[str, Any]:
             {"name": "v2", "description": "InsightFace space"},
             {"name": "v1", "description": "legacy dlib space (face_recognition / face-api.js descriptors)"},
             {"name": "events", "description": "what an event holds; deletes are for good"},
+            {"name": "photos", "description": "thumbnails, downloads, ingest outcomes and retries, the dashboard"},
             {"name": "service", "description": "operations"},
             {"name": "web", "description": "pages and this description"},
         ],

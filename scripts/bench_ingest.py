@@ -10,6 +10,9 @@ photos, it times:
 * naive: requests.get, full-resolution cv2.imdecode, FaceAnalysis.get at det size 640,
   and rewriting the event's FAISS index + metadata JSON after every photo; one photo at a
   time, onnxruntime with its default threads;
+* ours 1-pass (``--single-pass``): ours with FACEMATCH_INGEST_LARGE_FACES=0, i.e. one SCRFD
+  pass at the ingest size, the ingest before the large-face pass; the printed ratio is ours /
+  ours 1-pass (wall and CPU), the cost of finding large faces too;
 * ours: IngestRunner exactly as ``scripts.bulk_ingest`` drives it (downloads in parallel,
   one compute thread per core, THE ingest pipeline, the SQLite/FAISS store), with the
   FACEMATCH_* settings from the environment (det size, decode side, onnx threads).
@@ -141,14 +144,15 @@ def run_naive(urls: dict[str, str], pack: Path, out_dir: Path) -> dict[str, Any]
 
 
 # --------------------------------------------------------------------------- ours
-def run_ours(urls: dict[str, str], data_dir: Path, concurrency: int, compute_threads: int | None) -> dict[str, Any]:
+def run_ours(urls: dict[str, str], data_dir: Path, concurrency: int, compute_threads: int | None,
+             **overrides: Any) -> dict[str, Any]:
     from flask_backend.config import Settings
     from flask_backend.services import Services
     from flask_backend.sources import PhotoRef
     from flask_backend.sources.claims import PhotoOutcome
     from flask_backend.sources.runner import IngestRunner
 
-    settings = Settings.from_env(data_dir=data_dir, allow_private_urls=True)
+    settings = Settings.from_env(data_dir=data_dir, allow_private_urls=True, **overrides)
     services = Services(settings)
     clock = StageClock()
     engine = services.engines.get("v2")  # loads before the clock starts, as in a running CLI
@@ -181,6 +185,29 @@ def run_ours(urls: dict[str, str], data_dir: Path, concurrency: int, compute_thr
             "settings": settings, "compute_threads": runner.compute_threads}
 
 
+def cpu_ab_run(photos: Path, names: list[str], rounds: int) -> tuple[float, float]:
+    """Per-photo CPU seconds of decode + detect + embed on ONE thread, large-face pass off vs
+    on, interleaved photo by photo (order alternating by round): other load on the box slows
+    both sides alike, so the ratio holds up where the threaded runs' times do not."""
+    from flask_backend.config import Settings
+    from flask_backend.ingest import detect_spaces
+    from flask_backend.services import Services
+
+    svc = {on: Services(Settings.from_env(ingest_large_faces=on)) for on in (False, True)}
+    for s in svc.values():
+        s.engines.get("v2")  # load outside the clock
+    cpu = {False: 0.0, True: 0.0}
+    for r in range(rounds):
+        for name in names:
+            data = (photos / name).read_bytes()
+            for on in ((False, True) if r % 2 == 0 else (True, False)):
+                t = time.process_time()
+                detect_spaces(svc[on], svc[on].decode(data), ["v2"], "ingest")
+                cpu[on] += time.process_time() - t
+    n = rounds * len(names)
+    return cpu[False] / n, cpu[True] / n
+
+
 # --------------------------------------------------------------------------- report
 def row(label: str, r: dict[str, Any], truth: dict[str, list]) -> list[str]:
     hit, total = recall(truth, r["found"])
@@ -207,8 +234,14 @@ def table(rows: list[list[str]]) -> str:
 @click.option("--skip-naive", is_flag=True, help="Only time our pipeline.")
 @click.option("--rounds", type=click.IntRange(1), default=1, show_default=True,
               help="Alternate naive and ours this many times (busy machines); medians are compared.")
+@click.option("--cpu-ab", is_flag=True,
+              help="Also compare one-thread CPU per photo (decode+detect+embed) with the large-face pass off/on, "
+                   "interleaved: the robust figure on a loaded box.")
+@click.option("--single-pass", "single_pass", is_flag=True,
+              help="Also time ours with FACEMATCH_INGEST_LARGE_FACES=0 (one detector pass, the ingest "
+                   "before issue 10) in each round and print the new/old time ratio.")
 def main(photos: Path | None, count: int, concurrency: int, compute_threads: int | None, skip_naive: bool,
-         rounds: int) -> None:
+         rounds: int, single_pass: bool, cpu_ab: bool) -> None:
     """Benchmark ingest throughput and recall against the naive pipeline."""
     from flask_backend.config import Settings
     from tests.http_fixtures import LocalHTTPServer
@@ -231,6 +264,10 @@ def main(photos: Path | None, count: int, concurrency: int, compute_threads: int
         if not pack.is_dir():  # never let insightface try to download one
             raise click.ClickException(f"v2 pack not found at {pack}: set FACEMATCH_V2_PACK")
         rows, naive_rates, our_rates, naive_cpu, our_cpu = [], [], [], [], []
+        one_wall: list[float] = []
+        one_cpu: list[float] = []
+        our_wall: list[float] = []
+        our_cpu_total: list[float] = []
         with LocalHTTPServer(directory=photos) as srv:
             urls = {n: srv.url("/" + n) for n in names}
             for i in range(1, rounds + 1):
@@ -241,11 +278,20 @@ def main(photos: Path | None, count: int, concurrency: int, compute_threads: int
                     rows.append(row("naive" + tag, naive, truth))
                     naive_rates.append(naive["photos"] / naive["wall"])
                     naive_cpu.append(naive["cpu"] / naive["photos"])
+                if single_pass:
+                    click.echo(f"our pipeline, one pass{tag} ...", err=True)
+                    one = run_ours(urls, work / f"one{i}", concurrency, compute_threads, ingest_large_faces=False)
+                    rows.append(row("ours 1-pass" + tag, one, truth))
+                    one_wall.append(one["wall"])
+                    one_cpu.append(one["cpu"])
                 click.echo(f"our pipeline{tag} ...", err=True)
                 ours = run_ours(urls, work / f"data{i}", concurrency, compute_threads)
                 rows.append(row("ours" + tag, ours, truth))
                 our_rates.append(ours["photos"] / ours["wall"])
                 our_cpu.append(ours["cpu"] / ours["photos"])
+                our_wall.append(ours["wall"])
+                our_cpu_total.append(ours["cpu"])
+        cpu_ab_figures = cpu_ab_run(photos, names, max(2, rounds)) if cpu_ab else (0.0, 0.0)
     s = ours["settings"]
     cores = len(os.sched_getaffinity(0))
     click.echo(f"\n{len(names)} photos, {sum(map(len, truth.values()))} pasted faces, {cores} cores; ours: "
@@ -253,6 +299,14 @@ def main(photos: Path | None, count: int, concurrency: int, compute_threads: int
                f"onnx_threads={s.onnx_threads} concurrency={concurrency} compute_threads={ours['compute_threads']}; "
                f"1-min load average before/after: {load_before:.2f}/{os.getloadavg()[0]:.2f}")
     click.echo(table(rows))
+    if cpu_ab:
+        off, on = cpu_ab_figures
+        click.echo(f"\none-thread CPU per photo (decode+detect+embed), interleaved: large-face pass off {off:.4f} s, "
+                   f"on {on:.4f} s, ratio {on / off:.3f}x")
+    if one_wall:
+        click.echo(f"\ningest time, ours (large-face pass on) / ours 1-pass (medians over {rounds} round(s)): "
+                   f"wall {statistics.median(our_wall) / statistics.median(one_wall):.3f}x, "
+                   f"CPU {statistics.median(our_cpu_total) / statistics.median(one_cpu):.3f}x")
     if naive_rates:
         ratio = statistics.median(our_rates) / statistics.median(naive_rates)
         click.echo(f"\nours / naive photos/s (medians over {rounds} round(s)): {ratio:.2f}x; "

@@ -211,7 +211,7 @@ def scenarios(info: dict, big: bool) -> list[tuple[str, str, bytes | None, str, 
     if big:
         aq = info["ann_queries"][0].tolist()
         for mode in ("exact", "approximate"):
-            # the same clustered event: exact = the store's scan (ANN ignored), approximate = IVF index
+            # the same clustered event: exact = the store's scan (ANN ignored), approximate = its sign-code index
             ev = "e100k-ann" if mode == "approximate" else "e100k-ann-exact"
             body = {"event_id": ev, "user_embedding": aq, "threshold": 0.35, "top_k": 20}
             out.append((f"match 100k clustered thr 0.35 {mode}", "/api/v2/match", json.dumps(body).encode(), js, 16))

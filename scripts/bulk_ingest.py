@@ -28,7 +28,7 @@ from typing import Any
 
 import click
 
-from flask_backend import configure_logging
+from flask_backend import configure_logging, thumbnail_backfill
 from flask_backend.config import Settings
 from flask_backend.errors import ApiError
 from flask_backend.services import Services
@@ -99,6 +99,8 @@ def list_photos(source: Any, event_ids: Sequence[str], all_events: bool) -> tupl
               help="Photos decoded/detected in parallel (default: cores / FACEMATCH_ONNX_THREADS).")
 @click.option("--dry-run", is_flag=True, help="List what would be ingested; change nothing.")
 @click.option("--retry-failed", is_flag=True, help="Also retry photos whose status is failed.")
+@click.option("--thumbnails-only", is_flag=True,
+              help="Only make the missing thumbnails of photos already in the store (from their stored URLs).")
 @click.option("--lease-seconds", type=click.FloatRange(5), default=120.0, show_default=True,
               help="Firestore claim lease (renewed while a photo is in flight).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Store directory (default: FACEMATCH_DATA_DIR).")
@@ -106,8 +108,8 @@ def list_photos(source: Any, event_ids: Sequence[str], all_events: bool) -> tupl
 @click.option("-v", "--verbose", is_flag=True, help="Log one line per photo.")
 def main(event_ids: tuple[str, ...], all_events: bool, firebase_config: str | None, project: str | None,
          layout: str, url_fields: tuple[str, ...], from_dir: str | None, from_csv: str | None, spaces: str | None,
-         concurrency: int, compute_threads: int | None, dry_run: bool, retry_failed: bool, lease_seconds: float,
-         data_dir: str | None, progress: bool, verbose: bool) -> None:
+         concurrency: int, compute_threads: int | None, dry_run: bool, retry_failed: bool, thumbnails_only: bool,
+         lease_seconds: float, data_dir: str | None, progress: bool, verbose: bool) -> None:
     """Ingest every photo of an event (or of all events) into the face index."""
     if event_ids and all_events:
         raise click.UsageError("give --event-id X (repeatable) or --all-events, not both")
@@ -117,6 +119,8 @@ def main(event_ids: tuple[str, ...], all_events: bool, firebase_config: str | No
     configure_logging("INFO" if verbose else "WARNING")
     if verbose:
         logging.getLogger("facematch.bulk_ingest").setLevel("INFO")
+    if thumbnails_only:
+        sys.exit(_thumbnails_only(Services(settings), event_ids, concurrency, dry_run))
     source = open_source(firebase_config, project, layout, url_fields, from_dir, from_csv, event_ids, all_events)
     try:
         events, refs = list_photos(source, event_ids, all_events)
@@ -138,6 +142,22 @@ def main(event_ids: tuple[str, ...], all_events: bool, firebase_config: str | No
     if dry_run:
         sys.exit(_dry_run(runner, refs))
     sys.exit(_run(runner, refs, progress))
+
+
+def _thumbnails_only(services: Services, event_ids: Sequence[str], concurrency: int, dry_run: bool) -> int:
+    """Backfill thumbnails from the store's own URLs: no photo source is opened."""
+    events = list(dict.fromkeys(event_ids)) or services.store.list_events()
+    todo = thumbnail_backfill.todo(services, events)
+    click.echo(f"{len(todo)} photo(s) without a thumbnail in {len(events)} event(s)", err=True)
+    if dry_run:
+        for ev, pid, _url in todo:
+            click.echo(f"would make a thumbnail for {ev}/{pid}")
+        return 0
+    stats = thumbnail_backfill.backfill(services, events, concurrency=concurrency)
+    click.echo(f"thumbnails made: {stats.made}, failed: {len(stats.failed)}")
+    for ev, pid, reason in stats.failed:
+        click.echo(f"  {ev}/{pid}: {reason}")
+    return 1 if stats.failed else 0
 
 
 def _dry_run(runner: IngestRunner, refs: list[PhotoRef]) -> int:
@@ -193,6 +213,12 @@ def _run(runner: IngestRunner, refs: list[PhotoRef], show_progress: bool) -> int
         runner.tracker.close()
     runner.close(wait=not interrupted["count"] > 1)
     click.echo(summary(runner.stats, elapsed, listed=len(refs)))
+    if interrupted["count"] > 1:
+        # "quit now": the photos in flight were given back, but their downloads still hold
+        # pool threads that the interpreter would wait for at exit (up to the read timeout).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     if interrupted["count"]:
         return 130
     # released: not stored (storage fault, engine not ready) and still to do: not a success either

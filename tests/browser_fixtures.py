@@ -64,6 +64,31 @@ def artifact(name: str) -> Path:
     return ARTIFACTS / name
 
 
+def shoot(page, name: str) -> None:
+    """Full-page screenshot once every loaded thumbnail is decoded (they decode asynchronously)."""
+    page.evaluate("""() => Promise.all(Array.from(document.images).map(img =>
+        img.complete ? img.decode().catch(() => null)
+                     : new Promise(done => { img.onload = img.onerror = done; setTimeout(done, 5000); })))""")
+    page.screenshot(path=str(artifact(name)), full_page=True)
+
+
+def search(page, selfie: Path) -> str:
+    page.set_input_files("#selfie", str(selfie))
+    page.wait_for_selector(".preview img")
+    page.click("#search")
+    page.wait_for_selector("#app[data-state=done], #app[data-state=error], #app[data-state=empty]")
+    return page.get_attribute("#app", "data-state")
+
+
+def gallery(page) -> list[dict]:
+    return page.eval_on_selector_all(".photo", """els => els.map(f => {
+        const img = f.querySelector('img'), face = f.querySelector('.face');
+        return {id: f.dataset.photoId, url: img ? img.src : null,
+                loaded: !!img && img.complete && img.naturalWidth > 0,
+                outlined: !!face && !face.hidden && face.offsetWidth > 4 && face.offsetHeight > 4};
+    })""")
+
+
 @dataclass(frozen=True)
 class Hit:
     method: str

@@ -75,6 +75,7 @@ class RequestRecord:
     headers: dict[str, str]
     client: tuple[Any, ...]
     started: float
+    wall: float = 0.0  # time.time() at arrival, to compare with timestamps other processes write
     status: int = 0
     body_size: int = 0  # body bytes the response meant to send
     bytes_sent: int = 0  # body bytes actually written to the socket
@@ -138,6 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers={k: v for k, v in self.headers.items()},
             client=tuple(self.client_address),
             started=time.monotonic(),
+            wall=time.time(),
         )
         owner._add_record(record)
         try:

@@ -28,23 +28,30 @@ def free_port() -> int:
 class Gunicorn:
     """``gunicorn -c gunicorn.conf.py`` with FACEMATCH_* settings, as operators run it."""
 
-    def __init__(self, env: dict[str, str], workers: int = 3, log: Path | None = None, *,
-                 host: str = "127.0.0.1", wrap: list[str] | None = None) -> None:
-        """``host``/``wrap``: serve on another address, e.g. in a test namespace (tests/netns_fixtures.py)."""
+    def __init__(self, env: dict[str, str], workers: int | None = 3, log: Path | None = None,
+                 cores: set[int] | None = None, *, host: str = "127.0.0.1", wrap: list[str] | None = None) -> None:
+        """``workers`` None: gunicorn.conf.py's default; ``cores``: CPU affinity of the server;
+        ``host``/``wrap``: serve on another address, e.g. in a test namespace (tests/netns_fixtures.py)."""
         self.port = free_port()
         self.host = host
         self.wrap = wrap or []
         self.url = f"http://{host}:{self.port}"
         # rate limits off unless the test asks for them (every test speaks from 127.0.0.1)
-        self.env = {**os.environ, "FACEMATCH_RATE_LIMITS_ENABLED": "0", **env, "FACEMATCH_BIND": f"{host}:{self.port}",
-                    "FACEMATCH_WEB_WORKERS": str(workers), "FACEMATCH_ACCESS_LOG": ""}
+        self.env = {**os.environ, "FACEMATCH_RATE_LIMITS_ENABLED": "0", **env,
+                    "FACEMATCH_BIND": f"{host}:{self.port}", "FACEMATCH_ACCESS_LOG": ""}
+        if workers is None:
+            self.env.pop("FACEMATCH_WEB_WORKERS", None)
+        else:
+            self.env["FACEMATCH_WEB_WORKERS"] = str(workers)
+        self.cores = cores
         self.log = log
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> Self:
         out = open(self.log, "wb") if self.log else subprocess.DEVNULL
+        pin = ["taskset", "-c", ",".join(map(str, sorted(self.cores)))] if self.cores else []
         self.proc = subprocess.Popen(
-            [*self.wrap, sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "flask_backend:create_app()"],
+            [*self.wrap, *pin, sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "flask_backend:create_app()"],
             cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + 90
@@ -68,6 +75,11 @@ class Gunicorn:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+    def worker_pids(self) -> list[int]:
+        """The master's children: its web workers."""
+        assert self.proc is not None
+        return [int(p) for p in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()]
 
 
 REDIS_SERVER = Path("/usr/bin/redis-server")

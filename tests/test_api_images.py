@@ -47,24 +47,56 @@ def test_health_reports_both_engines(client):
     assert body["version"]
 
 
-def test_analyze_gives_the_raw_v1_descriptor(client, faces_dir):
-    resp = _upload(client, "/api/face/analyze", (faces_dir / "obama__1.jpg").read_bytes())
+def test_analyze_gives_the_raw_v1_descriptor(client, app, faces_dir):
+    data = (faces_dir / "obama__1.jpg").read_bytes()
+    resp = _upload(client, "/api/face/analyze", data)
     body = resp.get_json()
     assert resp.status_code == 200, body
     assert len(body["descriptor"]) == 128 and body["faces_detected"] == 1
-    assert 0.5 < float(np.linalg.norm(body["descriptor"])) < 2.0  # raw, not normalised
+    svc = app.extensions["facematch"]
+    face = svc.engines.get("v1").detect(svc.decode(data), "selfie")[0]
+    np.testing.assert_allclose(body["descriptor"], face.raw, rtol=0, atol=1e-6)  # the engine's own vector
+    assert abs(float(np.linalg.norm(body["descriptor"])) - 1.0) > 0.05  # raw, not normalised
     x1, y1, x2, y2 = body["bbox"]
     assert x2 > x1 and y2 > y1
 
 
-def test_embed_uses_the_largest_face_and_counts_them(client, faces_dir):
-    resp = _upload(client, "/api/v2/embed", (faces_dir / "group__two_people.jpg").read_bytes())
+def _centre_inside(box, other) -> bool:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return other[0] <= cx <= other[2] and other[1] <= cy <= other[3]
+
+
+def _two_sizes(faces_dir) -> bytes:
+    """Obama big on the left, Biden small on the right, in one JPEG."""
+    canvas = Image.new("RGB", (1600, 800), (200, 200, 200))
+    for name, height, x in (("obama__1.jpg", 760, 20), ("biden__1.jpg", 420, 1150)):
+        with Image.open(faces_dir / name) as im:
+            im = im.convert("RGB")
+            canvas.paste(im.resize((int(im.width * height / im.height), height)), (x, 20))
+    buf = io.BytesIO()
+    canvas.save(buf, "JPEG", quality=92)
+    return buf.getvalue()
+
+
+def test_selfie_endpoints_use_the_largest_face_and_count_them(client, faces_dir):
+    data = _two_sizes(faces_dir)
+    faces = _upload(client, "/api/v2/detect", data).get_json()["faces"]
+    assert len(faces) == 2
+    big, small = sorted(faces, key=lambda f: (f["bbox"][2] - f["bbox"][0]) * (f["bbox"][3] - f["bbox"][1]), reverse=True)
+    assert big["bbox"][2] < 800 < small["bbox"][0]  # Obama's face is the big one
+    resp = _upload(client, "/api/v2/embed", data)
     body = resp.get_json()
     assert resp.status_code == 200, body
     assert body["faces_detected"] == 2 and body["model"] == "det500m_mbf128"
-    assert len(body["embedding"]) == 128
+    assert body["bbox"] == pytest.approx(big["bbox"], abs=0.2)
+    np.testing.assert_allclose(body["embedding"], big["embedding"], atol=1e-5)
     assert abs(float(np.linalg.norm(body["embedding"])) - 1.0) < 1e-3
     assert body["det_score"] > 0.5
+    v1 = _upload(client, "/api/face/analyze", data).get_json()  # its own (HOG) boxes: the same face
+    assert v1["faces_detected"] == 2
+    assert _centre_inside(v1["bbox"], big["bbox"]) and not _centre_inside(v1["bbox"], small["bbox"])
+    obama = _upload(client, "/api/face/analyze", (faces_dir / "obama__2.jpg").read_bytes()).get_json()["descriptor"]
+    assert float(np.linalg.norm(np.subtract(v1["descriptor"], obama))) < 0.6  # and it describes that face
 
 
 def test_embed_by_json_base64(client, faces_dir):
@@ -104,12 +136,6 @@ def _truncated_jpeg(faces_dir) -> bytes:
     return data[: len(data) // 2]
 
 
-def _bomb_png() -> bytes:
-    buf = io.BytesIO()
-    Image.new("1", (20000, 20000)).save(buf, "PNG")
-    return buf.getvalue()
-
-
 def _animated_gif() -> bytes:
     buf = io.BytesIO()
     frames = [Image.new("RGB", (32, 32), c) for c in ((255, 0, 0), (0, 255, 0))]
@@ -118,19 +144,19 @@ def _animated_gif() -> bytes:
 
 
 BAD_UPLOADS = {
-    "zero_bytes": (lambda fd: b"", 400, "empty_image"),
-    "random_bytes": (lambda fd: os.urandom(4096), 415, "unsupported_image"),
-    "truncated_jpeg": (_truncated_jpeg, 400, "corrupt_image"),
-    "bomb_png": (lambda fd: _bomb_png(), 413, "image_too_large"),
-    "animated_gif": (lambda fd: _animated_gif(), 415, "unsupported_image"),
+    "zero_bytes": (lambda fd, bomb: b"", 400, "empty_image"),
+    "random_bytes": (lambda fd, bomb: os.urandom(4096), 415, "unsupported_image"),
+    "truncated_jpeg": (lambda fd, bomb: _truncated_jpeg(fd), 400, "corrupt_image"),
+    "bomb_png": (lambda fd, bomb: bomb, 413, "image_too_large"),  # 20000x20000, built once per session
+    "animated_gif": (lambda fd, bomb: _animated_gif(), 415, "unsupported_image"),
 }
 
 
 @pytest.mark.parametrize("path", ["/api/v2/embed", "/api/v2/detect", "/api/face/analyze"])
 @pytest.mark.parametrize("case", sorted(BAD_UPLOADS))
-def test_bad_uploads_are_4xx_json(client, faces_dir, path, case):
+def test_bad_uploads_are_4xx_json(client, faces_dir, png_bomb_20k, path, case):
     make, status, code = BAD_UPLOADS[case]
-    _error(_upload(client, path, make(faces_dir)), status, code)
+    _error(_upload(client, path, make(faces_dir, png_bomb_20k)), status, code)
     assert client.get("/health").status_code == 200  # still serving
 
 
@@ -244,3 +270,57 @@ def test_v2_not_ready_path(app_without_v2, faces_dir, monkeypatch):
     assert resp.status_code == 200 and len(resp.get_json()["descriptor"]) == 128
     assert attempts == [], f"the not-ready path tried the network: {attempts}"
     assert not any(app_without_v2.extensions["facematch"].settings.model_root.iterdir())
+
+
+def test_lowered_max_image_pixels_is_honoured(tmp_path, pack_dir, faces_dir):
+    from flask_backend.config import Settings
+
+    photo = (faces_dir / "obama__1.jpg").read_bytes()
+    with Image.open(io.BytesIO(photo)) as im:
+        pixels = im.width * im.height
+    env = {"FACEMATCH_MAX_IMAGE_PIXELS": str(pixels - 1)}  # one pixel too many, read as operators set it
+    client = create_app(Settings.from_env(env, data_dir=tmp_path, v2_pack=str(pack_dir), log_level="WARNING")).test_client()
+    for path in ("/api/v2/embed", "/api/v2/detect", "/api/face/analyze"):
+        _error(_upload(client, path, photo), 413, "image_too_large")
+    _error(_upload(client, "/api/v2/ingest", photo, event_id="px", photo_id="a"), 413, "image_too_large")
+    _error(client.get("/api/v2/events/px"), 404, "unknown_event")
+    small = _jpeg((640, 480))
+    assert _upload(client, "/api/v2/ingest", small, event_id="px", photo_id="b").status_code == 200
+
+
+def _displayed_upright(data: bytes, orientation: int) -> bytes:
+    """The same picture stored rotated, with the EXIF tag that tells viewers to turn it back."""
+    with Image.open(io.BytesIO(data)) as im:
+        stored = im.convert("RGB").transpose({6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270,
+                                              3: Image.Transpose.ROTATE_180}[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    stored.save(buf, "JPEG", quality=95, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("orientation", [6, 8, 3])
+def test_exif_orientation_gives_boxes_in_the_displayed_orientation(client, faces_dir, orientation):
+    with Image.open(faces_dir / "obama__1.jpg") as im:
+        buf = io.BytesIO()
+        im.convert("RGB").save(buf, "JPEG", quality=95)
+        upright, size = buf.getvalue(), im.size
+    rotated = _displayed_upright(upright, orientation)
+    with Image.open(io.BytesIO(rotated)) as im:
+        assert im.size == (size if orientation == 3 else size[::-1])  # stored sideways / upside down
+    want = _upload(client, "/api/v2/detect", upright).get_json()
+    got = _upload(client, "/api/v2/detect", rotated).get_json()
+    assert (got["image_width"], got["image_height"]) == size
+    assert len(got["faces"]) == len(want["faces"]) == 1
+    box = want["faces"][0]["bbox"]
+    tol = 0.05 * (box[2] - box[0])
+    assert got["faces"][0]["bbox"] == pytest.approx(box, abs=tol)
+    v1_want = _upload(client, "/api/face/analyze", upright).get_json()["bbox"]
+    assert _upload(client, "/api/face/analyze", rotated).get_json()["bbox"] == pytest.approx(v1_want, abs=tol)
+    event = f"exif-{orientation}"
+    ingested = _upload(client, "/api/v2/ingest", rotated, event_id=event, photo_id="rot").get_json()
+    assert ingested["faces"][0]["bbox"] == pytest.approx(box, abs=tol)
+    selfie = (faces_dir / "obama__2.jpg").read_bytes()
+    hit = _upload(client, "/api/v2/match", selfie, event_id=event).get_json()["matches"][0]
+    assert hit["photo_id"] == "rot" and hit["bbox"] == pytest.approx(box, abs=tol)  # stored in that orientation

@@ -79,12 +79,18 @@ def test_code_from_the_link_is_used_and_removed_from_the_address_bar(env, page):
     wait_until(page, "performance.getEntriesByName('fm:thumbs-loaded').length > 0")
     ids = set(page.eval_on_selector_all(".photo", "els => els.map(e => e.dataset.photoId)"))
     assert ids == {"obama__1.jpg", "obama__2.jpg"}
-    calls = _api_calls(page)
+    calls = [c for c in _api_calls(page) if "/thumbnail?" not in c[1]]
     assert calls and all(h.get("x-event-code") == CODE for _m, _u, h in calls), calls
+    # gallery thumbnails are <img>s: the match answer signed their URLs instead (issue 12)
+    thumbs = [url for _m, url, _h in _api_calls(page) if "/thumbnail?" in url]
+    assert len(thumbs) == 2 and all("&exp=" in url and "&sig=" in url for url in thumbs), thumbs
     assert page.sent[0][1].endswith(f"?code={CODE}&page_size=10")  # the link itself
     assert all(CODE not in url for _m, url, _h in page.sent[1:])  # never in a URL after it
-    thumbs = env.photos.records()
-    assert thumbs and all("referer" not in {k.lower() for k in r.headers} for r in thumbs)
+    page.click(".photo .frame")  # the viewer shows the original, from the photo host
+    wait_until(page, "document.getElementById('viewer-img').complete")
+    originals = env.photos.records()
+    assert originals and all("referer" not in {k.lower() for k in r.headers} for r in originals)
+    page.keyboard.press("Escape")
     assert page.evaluate("localStorage.length + sessionStorage.length") == 0
     page.go_back()  # the entry was replaced, not pushed: Back does not bring the code back
     assert CODE not in page.url

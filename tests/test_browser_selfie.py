@@ -20,7 +20,16 @@ from PIL import Image
 
 from flask_backend import create_app
 from flask_backend.config import Settings
-from tests.browser_fixtures import LiveServer, artifact, launch_browser, require_browser, wait_until
+from tests.browser_fixtures import (
+    LiveServer,
+    artifact,
+    gallery,
+    launch_browser,
+    require_browser,
+    search,
+    shoot,
+    wait_until,
+)
 from tests.conftest import make_settings
 from tests.http_fixtures import LocalHTTPServer, Reply
 
@@ -91,14 +100,6 @@ def page(env):
     context.close()
 
 
-def shoot(page, name: str) -> None:
-    """Full-page screenshot once every loaded thumbnail is decoded (they decode asynchronously)."""
-    page.evaluate("""() => Promise.all(Array.from(document.images).map(img =>
-        img.complete ? img.decode().catch(() => null)
-                     : new Promise(done => { img.onload = img.onerror = done; setTimeout(done, 5000); })))""")
-    page.screenshot(path=str(artifact(name)), full_page=True)
-
-
 def record_timing(name: str, ms: float) -> None:
     """Browser-side timings (performance marks of the page) collected in test-artifacts/timings.json."""
     path = artifact("timings.json")
@@ -109,23 +110,6 @@ def record_timing(name: str, ms: float) -> None:
 
 def api_calls(page, path: str) -> list[str]:
     return [url for method, url in page.log if method == "POST" and url.endswith(path)]
-
-
-def search(page, selfie: Path) -> str:
-    page.set_input_files("#selfie", str(selfie))
-    page.wait_for_selector(".preview img")
-    page.click("#search")
-    page.wait_for_selector("#app[data-state=done], #app[data-state=error], #app[data-state=empty]")
-    return page.get_attribute("#app", "data-state")
-
-
-def gallery(page) -> list[dict]:
-    return page.eval_on_selector_all(".photo", """els => els.map(f => {
-        const img = f.querySelector('img'), face = f.querySelector('.face');
-        return {id: f.dataset.photoId, url: img ? img.src : null,
-                loaded: !!img && img.complete && img.naturalWidth > 0,
-                outlined: !!face && !face.hidden && face.offsetWidth > 4 && face.offsetHeight > 4};
-    })""")
 
 
 def measure(page, start: str, end: str) -> float:

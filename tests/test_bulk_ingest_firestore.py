@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -174,3 +175,80 @@ def test_ctrl_c_finishes_photos_in_flight_and_loses_nothing(firestore_db, tmp_pa
         assert rerun.returncode == 0 and "4 indexed" in rerun.stdout, rerun.stdout + rerun.stderr
         assert all(srv.hits(p) == 1 for p in started)
     assert all(d.to_dict()["faceStatus"] == "done" for d in db.photos("ev").stream())
+
+
+def _cli_proc(env: dict, *args: str) -> subprocess.Popen:
+    cmd = [str(PYTHON), "-m", "scripts.bulk_ingest", "--event-id", "ev", "--compute-threads", "1", "--no-progress",
+           *args]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_second_ctrl_c_gives_the_photos_in_flight_back(firestore_db, tmp_path, faces_dir, pack_dir):
+    db = firestore_db
+    env = service_env(db, tmp_path / "data", pack_dir, FACEMATCH_INGEST_SPACES="v2")
+    body = (faces_dir / "obama__1.jpg").read_bytes()
+    with LocalHTTPServer() as srv:
+        for i in range(4):
+            srv.set(f"/{i}.jpg", Reply(headers={"Content-Type": "image/jpeg"}, body=body, delay=60))
+            db.photos("ev").document(f"p{i}").set({"url": srv.url(f"/{i}.jpg")})
+        cli = _cli_proc(env, "--concurrency", "2")
+        try:
+            wait_for(lambda: srv.hits() >= 2, 60, what="two downloads in flight")
+            cli.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+            cli.send_signal(signal.SIGINT)  # don't wait for them
+            out, _ = cli.communicate(timeout=30)
+        finally:
+            stop_process(cli)
+        assert cli.returncode == 130, out
+        assert "interrupted: 2 photo(s) in flight given back" in out, out
+        started = {r.path for r in srv.records()}
+    docs = {d.id: d.to_dict() for d in db.photos("ev").stream()}
+    assert len(started) == 2
+    for photo_id, doc in docs.items():
+        if f"/{photo_id[1:]}.jpg" in started:  # given back: pending, no lease, the attempt not counted
+            assert doc["faceStatus"] == "pending" and doc["faceLeaseOwner"] is None, doc
+            assert doc["faceAttempts"] == 0 and doc["faceLeaseUntil"] is None, doc
+        else:
+            assert "faceStatus" not in doc, doc
+
+
+def test_cli_and_worker_at_once_process_each_photo_once(firestore_db, tmp_path, faces_dir, pack_dir, procs):
+    import threading
+
+    from tests.firestore_fixtures import start_worker
+
+    db = firestore_db
+    env = service_env(db, tmp_path / "data", pack_dir, FACEMATCH_INGEST_SPACES="v2")
+    names = ["obama__1.jpg", "biden__1.jpg", "kit_harington__1.jpeg", "rose_leslie__1.jpg"]
+    gate = threading.Event()  # downloads wait until both processes are at work
+
+    def gated(body: bytes):
+        def reply(info):
+            gate.wait(60)
+            return Reply(headers={"Content-Type": "image/jpeg"}, body=body, delay=0.2)
+        return reply
+
+    with LocalHTTPServer() as srv:
+        for i in range(12):
+            srv.set(f"/{i}.jpg", gated((faces_dir / names[i % 4]).read_bytes()))
+            db.photos("ev").document(f"p{i}").set({"url": srv.url(f"/{i}.jpg")})
+        worker = start_worker(env, tmp_path / "worker.log", "--event-id", "ev", "--once", "--poll-interval", "1",
+                              "--concurrency", "2", "--compute-threads", "1", "--summary-interval", "0",
+                              "--worker-id", "W")
+        procs.append(worker)
+        wait_for(lambda: srv.hits() >= 2, 60, what="the worker's first downloads")
+        cli = _cli_proc(env, "--concurrency", "2")
+        procs.append(cli)
+        wait_for(lambda: srv.hits() >= 4 or cli.poll() is not None, 60, what="the CLI's first downloads")
+        gate.set()  # now both race for the rest
+        out, _ = cli.communicate(timeout=120)
+        assert cli.returncode == 0, out  # photos the worker holds are skipped, not failed
+        assert worker.wait(timeout=120) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+        assert {f"/{i}.jpg": srv.hits(f"/{i}.jpg") for i in range(12)} == {f"/{i}.jpg": 1 for i in range(12)}
+    docs = {d.id: d.to_dict() for d in db.photos("ev").stream()}
+    assert all(d["faceStatus"] == "done" and d["faceAttempts"] == 1 for d in docs.values()), docs
+    workers = {d["faceWorker"] for d in docs.values()}
+    assert "W" in workers and any(w.startswith("cli@") for w in workers), workers  # both took a share
+    store = Services(make_settings(tmp_path / "data", pack_dir)).store
+    assert len(store.list_photos("ev", "v2")) == 12

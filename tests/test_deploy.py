@@ -187,3 +187,17 @@ def test_systemd_unit_verifies_and_is_hardened(installed_units, name):
         graceful = int(re.search(r"^FACEMATCH_WEB_GRACEFUL_TIMEOUT=(\d+)", env_example, re.MULTILINE).group(1))
         assert stop >= graceful + 10 and "PROMETHEUS_MULTIPROC_DIR=/run/facematch-web/metrics" in d["Environment"]
         assert "gunicorn.conf.py" in d["ExecStart"][0]
+
+
+@pytest.mark.parametrize("pinned", [False, True])
+def test_gunicorn_default_worker_count_is_the_cores_at_least_two(tmp_path, pack_dir, pinned):
+    from tests.processes import Gunicorn
+
+    cores = {min(os.sched_getaffinity(0))} if pinned else None  # one core: still two workers
+    want = 2 if pinned else max(2, len(os.sched_getaffinity(0)))
+    env = {"FACEMATCH_DATA_DIR": str(tmp_path / "data"), "FACEMATCH_V2_PACK": str(pack_dir),
+           "FACEMATCH_WEB_WARMUP": "0", "FACEMATCH_LOG_LEVEL": "WARNING"}
+    with Gunicorn(env, workers=None, cores=cores, log=tmp_path / "gunicorn.log") as server:
+        wait_for(lambda: len(server.worker_pids()) == want, 60, what=f"{want} workers")
+        time.sleep(1.0)  # and no more come
+        assert len(server.worker_pids()) == want, (tmp_path / "gunicorn.log").read_text()[-2000:]

@@ -92,3 +92,41 @@ def test_downscaled_decode_finds_the_same_faces(services, faces_dir):
     centres_small = sorted(((f.bbox[0] + f.bbox[2]) / 2, (f.bbox[1] + f.bbox[3]) / 2) for f in small)
     for (ax, ay), (bx, by) in zip(centres_full, centres_small, strict=True):
         assert abs(ax - bx) < 8 and abs(ay - by) < 8
+
+
+def test_loaded_models_are_shared_per_process_keyed_by_their_settings(tmp_path, pack_dir, faces_dir):
+    """Every Services of a process reuses the models another one loaded with the same
+    settings (the suite builds dozens of apps); other settings load their own."""
+    from flask_backend.faces import shared
+    from flask_backend.services import Services
+    from tests.conftest import make_settings
+
+    img = decode_image((faces_dir / "obama__1.jpg").read_bytes())
+    first = Services(make_settings(tmp_path / "a", pack_dir))
+    want = first.engines.get("v2").detect(img, "selfie")[0].embedding
+    first.engines.get("v1").detect(img, "selfie")
+    loads = dict(shared.loads)
+    second = Services(make_settings(tmp_path / "b", pack_dir))
+    got = second.engines.get("v2").detect(img, "selfie")[0].embedding
+    second.engines.get("v1").detect(img, "selfie")
+    assert shared.loads == loads  # nothing loaded again
+    assert second.engines.get("v2")._det is first.engines.get("v2")._det
+    np.testing.assert_array_equal(got, want)
+    strict = Services(make_settings(tmp_path / "c", pack_dir, v2_det_thresh=0.9))
+    assert strict.engines.get("v2")._det is not first.engines.get("v2")._det  # its own threshold, its own load
+    assert shared.loads["v2"] == loads["v2"] + 1
+    assert strict.engines.get("v2")._det.det_thresh == 0.9 and first.engines.get("v2")._det.det_thresh == 0.5
+
+
+def test_an_engine_loads_only_when_its_space_is_used(tmp_path, pack_dir, faces_dir):
+    from flask_backend.ingest import ingest_photo
+    from flask_backend.services import Services
+    from tests.conftest import make_settings
+
+    only_v2 = Services(make_settings(tmp_path / "d", pack_dir, ingest_spaces=("v2",)))
+    result = ingest_photo(only_v2, "ev", "p", image=(faces_dir / "obama__1.jpg").read_bytes())
+    assert set(result.outcomes) == {"v2"}
+    assert only_v2.engines._by_space["v1"]._models is None  # dlib never asked for
+    asked = Services(make_settings(tmp_path / "e", pack_dir))
+    ingest_photo(asked, "ev", "p", image=(faces_dir / "obama__1.jpg").read_bytes(), spaces=["v2"])
+    assert asked.engines._by_space["v1"]._models is None

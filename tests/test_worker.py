@@ -76,19 +76,57 @@ def test_kill9_leases_are_taken_over(firestore_db, tmp_path, faces_dir, pack_dir
         procs.append(victim)
         wait_for(lambda: all(d.get("faceWorker") == "victim" and d.get("faceStatus") == "processing"
                              for d in _docs(db, "ev").values()), 60, what="the victim to claim every photo")
-        time.sleep(2)  # leases are renewed while the victim lives
-        assert all(d["faceLeaseUntil"] > datetime.now(UTC) for d in _docs(db, "ev").values())
+        claimed = {k: d["faceLeaseUntil"] for k, d in _docs(db, "ev").items()}
+        time.sleep(2 * 3 + 1)  # past twice the lease: without renewal every lease would have expired
+        renewed = {k: d["faceLeaseUntil"] for k, d in _docs(db, "ev").items()}
+        assert all(renewed[k] > claimed[k] for k in claimed), (claimed, renewed)  # moved forward
+        assert all(until > datetime.now(UTC) for until in renewed.values())  # and still held
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
-        killed_at = datetime.now(UTC)
+        dead_until = {k: d["faceLeaseUntil"] for k, d in _docs(db, "ev").items()}  # its last renewal
 
         heir = start_worker(env, tmp_path / "heir.log", *BASE_ARGS, *lease, "--once", "--worker-id", "heir")
         procs.append(heir)
         assert heir.wait(timeout=90) == 0, (tmp_path / "heir.log").read_text()[-3000:]
         assert all(srv.hits(f"/k{i}.jpg") == 2 for i in range(3))
+        # the heir's download (after its claim) came only once the dead worker's lease had run out
+        for i in range(3):
+            victim_get, heir_get = srv.records(f"/k{i}.jpg")
+            assert heir_get.wall >= dead_until[f"k{i}"].timestamp() > victim_get.wall, (heir_get.wall, dead_until)
     for doc in _docs(db, "ev").values():
         assert doc["faceStatus"] == "done" and doc["faceWorker"] == "heir" and doc["faceAttempts"] == 2, doc
-        assert (doc["faceIndexedAt"] - killed_at).total_seconds() > 1.0  # waited for the lease to expire
+
+
+def test_permanent_failures_fail_at_once_retryable_ones_back_off_doubling(firestore_db, tmp_path, pack_dir, procs):
+    db = firestore_db
+    # one download per attempt: the fetcher's own retries off
+    env = service_env(db, tmp_path / "data", pack_dir, FACEMATCH_INGEST_SPACES="v2", FACEMATCH_FETCH_RETRIES="0")
+    with LocalHTTPServer() as srv:
+        srv.set("/page", Reply(headers={"Content-Type": "text/html"}, body=b"<html>sign in</html>"))
+        srv.set("/busy.jpg", 503)
+        db.photos("ev").document("page").set({"url": srv.url("/page")})
+        db.photos("ev").document("busy").set({"url": srv.url("/busy.jpg")})
+        worker = start_worker(env, tmp_path / "w.log", *BASE_ARGS, "--once", "--max-attempts", "3",
+                              "--retry-base", "2")
+        procs.append(worker)
+        pending: dict[int, float] = {}  # attempt -> faceRetryAt minus the time that status was written
+        while worker.poll() is None:
+            snap = db.photos("ev").document("busy").get()
+            doc = snap.to_dict()
+            if doc.get("faceStatus") == "pending" and doc["faceAttempts"] not in pending:
+                pending[doc["faceAttempts"]] = (doc["faceRetryAt"] - snap.update_time).total_seconds()
+            time.sleep(0.1)
+        assert worker.returncode == 0, (tmp_path / "w.log").read_text()[-3000:]
+        assert srv.hits("/page") == 1 and srv.hits("/busy.jpg") == 3
+    page = db.photo("ev", "page")
+    assert page["faceStatus"] == "failed" and page["faceAttempts"] == 1 and page["faceRetryAt"] is None
+    assert page["faceError"].startswith("unsupported_image")
+    busy = db.photo("ev", "busy")
+    assert busy["faceStatus"] == "failed" and busy["faceAttempts"] == 3 and "503" in busy["faceError"]
+    # the backoff after attempt n is retry-base * 2**(n-1), measured from the status write
+    assert set(pending) == {1, 2}, pending
+    assert 2.0 - 1.0 < pending[1] <= 2.0 + 0.05, pending
+    assert 4.0 - 1.0 < pending[2] <= 4.0 + 0.05, pending
 
 
 def _notify_socket(tmp_path) -> tuple[socket.socket, str]:
@@ -114,26 +152,37 @@ def test_sigterm_drains_in_flight_or_gives_back(firestore_db, tmp_path, faces_di
     sock, sock_path = _notify_socket(tmp_path)
     body = (faces_dir / "obama__1.jpg").read_bytes()
     with LocalHTTPServer() as srv:
-        srv.set("/slow.jpg", Reply(headers=JPEG, body=body, delay=3))
+        queued = [f"/q{i}.jpg" for i in range(4)]  # more photos than --concurrency 1
+        for path in ["/slow.jpg", *queued]:
+            srv.set(path, Reply(headers=JPEG, body=body, delay=3))
+            db.photos("ev-drain").document(path[1:-4]).set({"url": srv.url(path)})
         srv.set("/stuck.jpg", Reply(headers=JPEG, body=body, delay=120))
-        db.photos("ev-drain").document("slow").set({"url": srv.url("/slow.jpg")})
         db.photos("ev-give").document("stuck").set({"url": srv.url("/stuck.jpg")})
         beat = tmp_path / "heartbeat.json"
         drainer = start_worker({**env, "NOTIFY_SOCKET": sock_path}, tmp_path / "drainer.log", *BASE_ARGS,
-                               "--event-id", "ev-drain", "--heartbeat-file", str(beat), "--drain-timeout", "30")
+                               "--event-id", "ev-drain", "--heartbeat-file", str(beat), "--drain-timeout", "30",
+                               "--concurrency", "1")
         giver = start_worker(env, tmp_path / "giver.log", *BASE_ARGS, "--event-id", "ev-give", "--drain-timeout", "1")
         procs.extend([drainer, giver])
-        wait_for(lambda: srv.hits("/slow.jpg") and srv.hits("/stuck.jpg"), 60, what="both downloads to start")
-        assert db.photo("ev-drain", "slow")["faceStatus"] == "processing"
-        t0 = time.monotonic()
+        drain_paths = ["/slow.jpg", *queued]
+        wait_for(lambda: any(srv.hits(p) for p in drain_paths) and srv.hits("/stuck.jpg"), 60,
+                 what="both workers' first downloads to start")
+        first_path = next(r.path for r in srv.records() if r.path in drain_paths)
+        assert db.photo("ev-drain", first_path[1:-4])["faceStatus"] == "processing"
         drainer.send_signal(signal.SIGTERM)
         giver.send_signal(signal.SIGTERM)
         assert giver.wait(timeout=20) == 0
-        assert time.monotonic() - t0 < 10  # gave up after --drain-timeout, did not wait 120 s
+        # gave up after --drain-timeout: its download (120 s) is still being served
+        assert not srv.records("/stuck.jpg")[0].done.is_set()
         assert drainer.wait(timeout=30) == 0
 
-    slow = db.photo("ev-drain", "slow")
-    assert slow["faceStatus"] == "done" and slow["faceCount"] == 1  # finished before exiting
+        started = [r.path for r in srv.records() if r.path in drain_paths]
+        urls = {p: srv.url(p) for p in drain_paths}
+    assert started == [first_path]  # one fetch slot: the others were queued (or not yet submitted)
+    first = db.photo("ev-drain", first_path[1:-4])
+    assert first["faceStatus"] == "done" and first["faceCount"] == 1  # finished before exiting
+    for path in set(drain_paths) - {first_path}:  # never started: never claimed either
+        assert db.photo("ev-drain", path[1:-4]) == {"url": urls[path]}, path
     stuck = db.photo("ev-give", "stuck")
     assert stuck["faceStatus"] == "pending" and stuck["faceLeaseOwner"] is None and stuck["faceAttempts"] == 0
     messages = "\n".join(_messages(sock))
@@ -167,3 +216,31 @@ def test_mirror_deletes_removes_photos_deleted_from_firestore(firestore_db, tmp_
         assert mirror.wait(timeout=120) == 0, (tmp_path / "w3.log").read_text()[-3000:]
     assert {p.photo_id for p in store.list_photos("ev")} == set(PHOTOS[1:3])
     assert "status=deleted" in (tmp_path / "w3.log").read_text()
+
+
+def test_worker_and_cli_refuse_private_urls_by_default(firestore_db, tmp_path, faces_dir, pack_dir, procs):
+    """Every other test allows loopback URLs (its photo server); with the defaults the
+    worker and the CLI refuse them before connecting."""
+    from click.testing import CliRunner
+
+    from scripts.bulk_ingest import main as bulk_ingest
+
+    db = firestore_db
+    env = service_env(db, tmp_path / "data", pack_dir, FACEMATCH_INGEST_SPACES="v2")
+    del env["FACEMATCH_ALLOW_PRIVATE_URLS"]  # the default
+    with LocalHTTPServer() as srv:
+        srv.set("/a.jpg", Reply(headers=JPEG, body=(faces_dir / "obama__1.jpg").read_bytes()))
+        db.photos("ev-w").document("a").set({"url": srv.url("/a.jpg")})
+        db.photos("ev-c").document("a").set({"url": srv.url("/a.jpg").replace("127.0.0.1", "localhost")})
+        worker = start_worker(env, tmp_path / "w.log", *BASE_ARGS, "--once", "--event-id", "ev-w")
+        procs.append(worker)
+        assert worker.wait(timeout=120) == 0, (tmp_path / "w.log").read_text()[-3000:]
+        cli_env = {**env, "FACEMATCH_ALLOW_PRIVATE_URLS": ""}  # CliRunner adds to this process's environment
+        result = CliRunner().invoke(bulk_ingest, ["--event-id", "ev-c", "--no-progress"], env=cli_env,
+                                    catch_exceptions=False)
+        assert result.exit_code == 1, result.output
+        assert srv.hits() == 0  # refused before any connection
+    for event in ("ev-w", "ev-c"):
+        doc = db.photo(event, "a")
+        assert doc["faceStatus"] == "failed" and doc["faceAttempts"] == 1, doc
+        assert doc["faceError"].startswith("forbidden_url: "), doc

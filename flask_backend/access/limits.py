@@ -35,8 +35,10 @@ from .addresses import client_address
 SEARCH = "search"
 FORGET = "forget"
 INGEST = "ingest"
+DOWNLOAD = "download"  # "download all" zips and single originals: each one fetches photos
 SEARCH_ENDPOINTS = frozenset({"v2.match", "v1.match", "v2.embed", "v2.detect", "v1.analyze"})
-ENDPOINT_KIND = {"events.forget": FORGET, "v2.ingest": INGEST, "v1.ingest": INGEST}
+ENDPOINT_KIND = {"events.forget": FORGET, "v2.ingest": INGEST, "v1.ingest": INGEST,
+                 "photos.photos_zip": DOWNLOAD, "photos.download": DOWNLOAD}
 OFF = ("", "off", "none", "0")
 log = logging.getLogger(__name__)
 try:  # the redis client is only needed for redis:// storage
@@ -93,7 +95,7 @@ def _exempt() -> bool:
 
 
 def init_limits(app: Flask, settings: Settings) -> Limiter:
-    for kind in (SEARCH, FORGET, INGEST, "event_code"):
+    for kind in (SEARCH, FORGET, INGEST, DOWNLOAD, "event_code"):
         value = _setting(settings, kind)
         if value is not None:
             parse(value)  # a typo fails at start, naming the value

@@ -6,8 +6,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .. import errors
+from .. import errors, outcomes
 from ..access import keys
+from ..errors import ApiError
 from ..ingest import IngestResult, ingest_photo
 from .fields import Fields, services
 
@@ -37,7 +38,13 @@ def ingest_request(fields: Fields, vectors: Mapping[str, Sequence[np.ndarray]] |
         image = images[0] if images else None
         if image is None and image_url is None:
             raise errors.missing_image("send image_url, image_base64, a multipart file 'image' or embeddings")
-    return ingest_photo(
-        svc, event_id, photo_id, image=image, image_url=image_url, vectors=vectors,
-        spaces=requested_spaces(fields),
-    )
+    try:
+        result = ingest_photo(
+            svc, event_id, photo_id, image=image, image_url=image_url, vectors=vectors,
+            spaces=requested_spaces(fields),
+        )
+    except ApiError as exc:  # the dashboard shows API failures too
+        outcomes.record_error(svc, event_id, photo_id, exc, via="api", source_url=image_url)
+        raise
+    outcomes.record_result(svc, event_id, photo_id, result.faces_indexed, via="api", source_url=image_url)
+    return result

@@ -7,6 +7,7 @@ import time
 from flask import Blueprint, jsonify
 
 from .. import errors
+from ..faces import DetectedFace, Purpose
 from ..ingest import IngestResult, fetch_bytes
 from ..match import combine_v2, find_v2, v2_threshold
 from ..selfies import selfie_faces
@@ -42,7 +43,7 @@ def ingest_response(result: IngestResult, space: str) -> dict:
         "event_id": result.event_id,
         "photo_id": result.photo_id,
         "faces_indexed": own.faces_indexed if own else 0,
-        "faces": [{"bbox": f.bbox_list(), "det_score": round(f.det_score, 4)} for f in (own.faces if own else [])],
+        "faces": [face_json(f) for f in (own.faces if own else [])],
         "model": own.model if own else None,
         "spaces": {name: {"faces_indexed": o.faces_indexed, "model": o.model} for name, o in result.outcomes.items()},
     }
@@ -88,6 +89,7 @@ def embed():
             "embedding": [round(float(x), 6) for x in face.embedding],
             "bbox": face.bbox_list(),
             "det_score": round(face.det_score, 4),
+            "quality": face.quality.to_json() if face.quality else None,
             "faces_detected": seen,
             "model": svc.space("v2").model_id,
         }
@@ -106,7 +108,7 @@ def detect():
         images = [_fetch(fields)]
     t0 = time.perf_counter()
     img = svc.decode(images[0])
-    purpose = "ingest" if (fields.text("purpose") or "selfie") == "ingest" else "selfie"
+    purpose: Purpose = "ingest" if (fields.text("purpose") or "selfie") == "ingest" else "selfie"
     faces = engine.detect(img, purpose)
     elapsed = (time.perf_counter() - t0) * 1000.0
     return jsonify(
@@ -116,6 +118,7 @@ def detect():
                     "bbox": f.bbox_list(),
                     "kps": [[round(float(x), 1), round(float(y), 1)] for x, y in f.kps],
                     "det_score": round(f.det_score, 4),
+                    "quality": f.quality.to_json() if f.quality else None,
                     "embedding": [round(float(x), 6) for x in f.embedding],
                 }
                 for f in sorted(faces, key=lambda f: -f.area)
@@ -127,6 +130,12 @@ def detect():
             "model": svc.space("v2").model_id,
         }
     )
+
+
+def face_json(face: DetectedFace) -> dict:
+    """A face in ingest and verify responses: box, detector score (0-1) and quality."""
+    return {"bbox": face.bbox_list(), "det_score": round(face.det_score, 4),
+            "quality": face.quality.to_json() if face.quality else None}
 
 
 def _fetch(fields: Fields) -> bytes:

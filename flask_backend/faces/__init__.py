@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import errors
 from ..config import Settings
-from .base import DetectedFace, EngineStatus, FaceEngine, largest
+from .base import DetectedFace, EngineStatus, FaceBox, FaceEngine, FaceQuality, Purpose, largest
 from .dlib_engine import DlibEngine
 from .insightface_engine import InsightFaceEngine
 
@@ -16,8 +16,11 @@ __all__ = [
     "DlibEngine",
     "EngineStatus",
     "Engines",
+    "FaceBox",
     "FaceEngine",
+    "FaceQuality",
     "InsightFaceEngine",
+    "Purpose",
     "largest",
 ]
 

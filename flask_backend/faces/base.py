@@ -10,20 +10,43 @@ import numpy as np
 
 from ..imaging import DecodedImage
 
+# "selfie": one query face, detector at the selfie size. "ingest": every face of an event
+# photo, small and large (see InsightFaceEngine.detect).
 Purpose = Literal["selfie", "ingest"]
 BBox = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
-class DetectedFace:
-    """One face, in ORIGINAL image pixel coordinates."""
+class FaceQuality:
+    """How usable a face is for matching (all in ORIGINAL image terms).
+
+    ``size_px``: the longer side of the box. ``sharpness``: variance of the Laplacian of the
+    grey face crop resized to 112 px (blur gives < 20, a sharp face 100-2000).
+    ``yaw``/``pitch``: degrees, 0 = frontal, estimated from the 5 landmarks (rough: good to
+    about 10-15 degrees). ``score``: one 0-1 figure combining the detector score, sharpness
+    and pose, compared with FACEMATCH_MIN_FACE_QUALITY (see faces/quality.py).
+    """
+
+    size_px: float
+    sharpness: float
+    yaw: float
+    pitch: float
+    score: float
+    roll: float = 0.0  # degrees, in-plane tilt of the eye line in the photo (not part of score)
+
+    def to_json(self) -> dict[str, float]:
+        return {"size_px": round(self.size_px, 1), "sharpness": round(self.sharpness, 1),
+                "yaw": round(self.yaw, 1), "pitch": round(self.pitch, 1), "roll": round(self.roll, 1),
+                "score": round(self.score, 3)}
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    """Where a face is, in ORIGINAL image pixel coordinates: what a detector finds."""
 
     bbox: BBox
-    kps: np.ndarray  # (5, 2) landmarks
-    det_score: float
-    embedding: np.ndarray  # (dim,) float32, L2-normalised
-    norm: float = 1.0  # norm of the raw vector (v1 keeps it for Euclidean tolerance)
-    raw: np.ndarray | None = field(default=None, repr=False)  # raw vector before normalisation
+    kps: np.ndarray  # (5, 2) landmarks, in the layout of the engine that found them
+    det_score: float  # 0-1 for every engine (dlib's HOG margin is mapped: see dlib_engine)
 
     @property
     def area(self) -> float:
@@ -32,6 +55,16 @@ class DetectedFace:
 
     def bbox_list(self) -> list[float]:
         return [round(float(v), 1) for v in self.bbox]
+
+
+@dataclass(frozen=True)
+class DetectedFace(FaceBox):
+    """A found face with its embedding."""
+
+    embedding: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (dim,) L2-normalised
+    norm: float = 1.0  # norm of the raw vector (v1 keeps it for Euclidean tolerance)
+    raw: np.ndarray | None = field(default=None, repr=False)  # raw vector before normalisation
+    quality: FaceQuality | None = None  # None only for precomputed vectors
 
 
 @dataclass(frozen=True)
@@ -48,11 +81,20 @@ class FaceEngine(Protocol):
 
     space: str  # "v1" | "v2"
     engine_name: str  # "dlib" | "insightface"
+    # At ingest, describe the faces this space's detector found instead of detecting
+    # again (None: always detect). The ingest pipeline orders the spaces by it and falls
+    # back on ``detect`` when that space is not part of the ingest or found no face.
+    boxes_from: str | None
 
     def status(self) -> EngineStatus: ...
 
     def detect(self, image: DecodedImage, purpose: Purpose = "selfie") -> list[DetectedFace]:
         """Every face, biggest first is NOT guaranteed; callers sort."""
+        ...
+
+    def describe(self, image: DecodedImage, boxes: Sequence[FaceBox]) -> list[DetectedFace]:
+        """Embeddings for faces another detector found (boxes in original pixels); a box this
+        engine cannot describe is left out."""
         ...
 
 

@@ -8,6 +8,7 @@ clients compare raw descriptors by Euclidean distance (tolerance 0.6).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Sequence
 
@@ -16,44 +17,52 @@ import numpy as np
 from ..config import Settings
 from ..imaging import DecodedImage, downscaled
 from ..vectors import as_unit_vector
-from .base import BBox, DetectedFace, EngineStatus, Purpose
+from .base import DetectedFace, EngineStatus, FaceBox, Purpose
+from .quality import face_quality
+from .shared import shared
 
 log = logging.getLogger(__name__)
 
 MODEL_ID = "dlib_resnet_v1"
 DIM = 128
 SMALL_IMAGE_SIDE = 1000  # selfies below this are upsampled too
+_DLIB_LOCK = threading.Lock()
+
+
+def _open_models():
+    import dlib
+    import face_recognition_models as frm
+
+    return (
+        dlib.get_frontal_face_detector(),
+        dlib.shape_predictor(frm.pose_predictor_five_point_model_location()),
+        dlib.face_recognition_model_v1(frm.face_recognition_model_location()),
+    )
 
 
 class DlibEngine:
     space = "v1"
     engine_name = "dlib"
     model_id = MODEL_ID
+    boxes_from = "v2"  # at ingest, describe SCRFD's faces when v2 found any (see describe)
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._lock = threading.Lock()  # dlib objects are not documented as thread-safe
+        # dlib objects are not documented as thread-safe, and every engine of the process
+        # shares them (faces.shared): one lock for all.
+        self._lock = _DLIB_LOCK
         self._models = None
         self._error: str | None = None
 
     def _load(self):
         if self._models is not None or self._error is not None:
             return self._models
-        with self._lock:
-            if self._models is None and self._error is None:
-                try:
-                    import dlib
-                    import face_recognition_models as frm
-
-                    self._models = (
-                        dlib.get_frontal_face_detector(),
-                        dlib.shape_predictor(frm.pose_predictor_five_point_model_location()),
-                        dlib.face_recognition_model_v1(frm.face_recognition_model_location()),
-                    )
-                    log.info("v1 engine ready: %s", MODEL_ID)
-                except Exception as exc:
-                    log.exception("v1 engine failed to load")
-                    self._error = f"dlib models failed to load: {exc}"
+        try:
+            self._models = shared("v1", MODEL_ID, _open_models)
+            log.info("v1 engine ready: %s", MODEL_ID)
+        except Exception as exc:
+            log.exception("v1 engine failed to load")
+            self._error = f"dlib models failed to load: {exc}"
         return self._models
 
     def status(self) -> EngineStatus:
@@ -73,31 +82,36 @@ class DlibEngine:
         upsample = self._settings.v1_upsample if (purpose == "ingest" or small) else 0
         with self._lock:
             rects, scores, _ = detector.run(work.rgb, upsample, 0.0)
-        boxes = [
-            (r.left() * work.scale, r.top() * work.scale, r.right() * work.scale, r.bottom() * work.scale)
-            for r in rects
+        found = [
+            FaceBox(
+                bbox=(r.left() * work.scale, r.top() * work.scale, r.right() * work.scale, r.bottom() * work.scale),
+                kps=np.zeros((5, 2), np.float32),
+                det_score=hog_det_score(float(s)),
+            )
+            for r, s in zip(rects, scores)
         ]
-        return self._describe(image, boxes, [float(s) for s in scores])
+        return self.describe(image, found)
 
-    def describe(self, image: DecodedImage, boxes: Sequence[BBox], det_scores: Sequence[float]) -> list[DetectedFace]:
-        """Descriptors for faces another detector found (boxes in original pixels).
+    def describe(self, image: DecodedImage, boxes: Sequence[FaceBox]) -> list[DetectedFace]:
+        """Descriptors for faces at ``boxes`` (original pixels), found by HOG or another detector.
 
         Descriptors always come from the decoded image, not HOG's smaller copy: the
-        150x150 chip of a small face keeps more detail. Used at ingest when v2 already ran: SCRFD finds the small faces HOG misses and
-        this skips HOG's cost on big photos.
+        150x150 chip of a small face keeps more detail. At ingest the pipeline gives this
+        SCRFD's boxes (``boxes_from``): SCRFD finds the small faces HOG misses, and HOG's
+        cost on big photos is saved. The landmarks are always dlib's own (the descriptor
+        was trained on its 5-point alignment).
         """
-        return self._describe(image, boxes, det_scores)
-
-    def _describe(self, work: DecodedImage, boxes: Sequence[BBox], det_scores: Sequence[float]) -> list[DetectedFace]:
         import dlib
 
         models = self._load()
         if models is None:
             raise RuntimeError(self._error or "v1 engine not ready")
         _, predictor, recogniser = models
+        work = image
         faces: list[DetectedFace] = []
         h, w = work.rgb.shape[:2]
-        for box, score in zip(boxes, det_scores):
+        for fb in boxes:
+            box = fb.bbox
             x1, y1, x2, y2 = (v / work.scale for v in box)
             rect = dlib.rectangle(
                 int(max(0, round(x1))), int(max(0, round(y1))),
@@ -110,7 +124,17 @@ class DlibEngine:
                 raw = np.asarray(recogniser.compute_face_descriptor(work.rgb, shape, 1), dtype=np.float32)
             kps = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32) * work.scale
             emb, n = as_unit_vector(raw)
+            bbox = tuple(float(v) for v in box)
             faces.append(
-                DetectedFace(bbox=tuple(box), kps=kps, det_score=score, embedding=emb, norm=n, raw=raw)
+                DetectedFace(bbox=bbox, kps=kps, det_score=fb.det_score, embedding=emb, norm=n, raw=raw,
+                             quality=face_quality(work.rgb, work.scale, bbox, kps, fb.det_score, "dlib5"))
             )
         return faces
+
+
+def hog_det_score(margin: float) -> float:
+    """dlib's HOG score is an SVM margin (about -1 to 3; a detection at margin 0 is on the
+    detector's own boundary), not a 0-1 figure. Mapped with a logistic,
+    ``1 / (1 + exp(-2 * margin))``: margin 0 -> 0.5 (the same place as SCRFD's default
+    threshold), 0.5 -> 0.73, 1 -> 0.88, 2 -> 0.98; monotonic, so rankings are kept."""
+    return float(1.0 / (1.0 + math.exp(-2.0 * margin)))

@@ -187,6 +187,10 @@ class FirestoreTracker:
     def _doc(self, ref: PhotoRef) -> Any:
         return self.source.photos_collection(ref.event_id).document(ref.photo_id)
 
+    def origin(self, ref: PhotoRef) -> str:
+        """Where the photo's status lives, for the dashboard's retry (``retry_pending``)."""
+        return FIRESTORE_ORIGIN + self._doc(ref).path
+
     def _run(self, fn: Any, doc: Any, *args: Any) -> Any:
         """Run ``fn(transaction, doc, *args)`` in a Firestore transaction (retried on contention)."""
         return self._fs.transactional(fn)(self.client.transaction(max_attempts=8), doc, *args)
@@ -305,3 +309,15 @@ class FirestoreTracker:
 
     def close(self) -> None:
         self._stop.set()
+
+
+FIRESTORE_ORIGIN = "firestore:"
+
+
+def retry_pending(client: Any, origin: str) -> None:
+    """An organizer's retry of a Firestore photo: back to ``pending`` with a fresh attempt count,
+    so the next worker pass claims it (at once: no backoff)."""
+    if not origin.startswith(FIRESTORE_ORIGIN):
+        raise ValueError(f"not a Firestore origin: {origin!r}")
+    client.document(origin[len(FIRESTORE_ORIGIN):]).update(
+        {STATUS: PENDING, ATTEMPTS: 0, RETRY_AT: None, ERROR: None}, timeout=RPC_TIMEOUT)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .. import errors
+from .. import errors, outcomes
 from ..errors import ApiError
 from ..ingest import choose_spaces, fetch_bytes, ingest_photo
 from ..services import Services
@@ -34,6 +34,9 @@ from . import PhotoRef
 from .claims import Claim, LocalTracker, PhotoOutcome, Tracker
 
 log = logging.getLogger(__name__)
+
+# Runner outcome → the dashboard's status (skipped and released photos keep their last record).
+RECORDED_STATUS = {"done": "done", "no_face": "no_face", "failed": "failed", "retry": "retrying"}
 
 
 def default_compute_threads(onnx_threads: int = 1) -> int:
@@ -275,6 +278,7 @@ class IngestRunner:
             metrics.observe_photo(outcome, self.source_label)
         except Exception:
             log.exception("metrics update failed")
+        self._record_outcome(outcome)
         if outcome.status != "skipped":
             log.info(
                 "photo event=%s photo=%s status=%s faces=%d%s%s",
@@ -287,6 +291,18 @@ class IngestRunner:
                 self.on_outcome(outcome)
             except Exception:
                 log.exception("outcome callback failed")
+
+    def _record_outcome(self, outcome: PhotoOutcome) -> None:
+        """The dashboard's record of the photo (flask_backend/outcomes.py), with where it came from
+        (a Firestore document: an organizer's retry sets it back to pending)."""
+        status = RECORDED_STATUS.get(outcome.status)
+        if status is None:
+            return
+        ref = outcome.ref
+        origin_of = getattr(self.tracker, "origin", None)
+        outcomes.record(self.services, ref.event_id, ref.photo_id, status, via=self.source_label,
+                        faces=outcome.faces, code=outcome.code, message=outcome.message, source_url=ref.source_url,
+                        origin=origin_of(ref) if origin_of else None, attempts=outcome.attempts)
 
     # -- stopping ------------------------------------------------------------------------
     @property

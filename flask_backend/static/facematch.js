@@ -4,7 +4,7 @@
  * then window.FaceMatch.findMyPhotos(...). In Node (tests): require("./facematch.js").
  *
  *   const res = await FaceMatch.findMyPhotos({eventId, selfie, baseUrl: "https://api.example"});
- *   res.photos   // [{photoId, score, url, bbox}], best first
+ *   res.photos   // [{photoId, score, url, bbox, thumbnailUrl, imageWidth, imageHeight}], best first
  *   res.via      // "v2" | "v1"
  *   res.reason   // why v1 served it (null when v2 did)
  *   res.next     // null, or () => the next page (mode "all")
@@ -112,10 +112,12 @@
     if (failure instanceof FaceMatchError) return failure;
     if (failure.kind === "http") {
       var e = (failure.body && failure.body.error) || {};
-      return new FaceMatchError(e.message || "request failed (HTTP " + failure.status + ")", {
+      var err = new FaceMatchError(e.message || "request failed (HTTP " + failure.status + ")", {
         status: failure.status, code: e.code || "http_" + failure.status, requestId: e.request_id, via: via,
         reason: reason, retryAfter: failure.retryAfter,
       });
+      if (e.image) err.image = e.image; // verify: which image had no face
+      return err;
     }
     if (failure.kind === "abort") return new FaceMatchError("cancelled", { code: "aborted", via: via });
     if (failure.kind === "timeout") return new FaceMatchError("the server took too long to answer", {
@@ -183,13 +185,20 @@
     }
   }
 
-  function toPhotos(matches, photoUrl) {
+  function toPhotos(matches, photoUrl, baseUrl) {
     return (matches || []).map(function (m) {
       var url = m.url || m.source_url || (photoUrl ? photoUrl(m.photo_id) : null) || null;
-      var photo = { photoId: m.photo_id, score: m.score, url: url, bbox: m.bbox || null };
+      var photo = { photoId: m.photo_id, score: m.score, url: url, bbox: m.bbox || null,
+        thumbnailUrl: thumbUrl(m.thumbnail_url, baseUrl), imageWidth: m.image_width || null, imageHeight: m.image_height || null };
       if (m.distance != null) photo.distance = m.distance;
       return photo;
     });
+  }
+
+  /** Thumbnails served by this API are relative: make them absolute for pages on other origins. */
+  function thumbUrl(url, baseUrl) {
+    if (!url) return null;
+    return url.charAt(0) === "/" && baseUrl ? joinUrl(baseUrl, url) : url;
   }
 
   function requestFor(space, opts, selfies) {
@@ -203,7 +212,7 @@
   function result(out, opts, selfies) {
     var data = out.data || {};
     var res = {
-      photos: toPhotos(data.matches, opts.photoUrl),
+      photos: toPhotos(data.matches, opts.photoUrl, opts.baseUrl),
       via: out.via,
       reason: out.reason,
       nextCursor: data.next_cursor || null,
@@ -262,6 +271,47 @@
   }
 
   /**
+   * Are two faces the same person? (organizers checking a claimed match)
+   * opts: {imageA, imageB (Blob/File) | embeddingA, embeddingB (vectors of `space`), space: "v2" (default) |
+   *        "v1", threshold (v2), tolerance (v1), baseUrl, signal, timeoutMs, fetch}
+   * Returns {isMatch, similarity (v2) | distance (v1), threshold | tolerance, facesA, facesB, faceA, faceB,
+   * model, via, reason}. Two images on v2 fall back to v1 like findMyPhotos; vectors stay in their space.
+   * A side without a face throws FaceMatchError {status: 422, code: "no_face", image: "a" | "b"}.
+   */
+  async function verifyFaces(opts) {
+    opts = Object.assign({}, opts);
+    var space = opts.space || "v2";
+    var vecField = function (sp) { return sp === "v2" ? "embedding" : "descriptor"; };
+    var sides = [["a", opts.imageA, opts.embeddingA], ["b", opts.imageB, opts.embeddingB]];
+    sides.forEach(function (s) {
+      if (!s[1] && !s[2]) throw new FaceMatchError("image " + s[0] + " is required", { code: "missing_image" });
+    });
+    var anyVector = sides.some(function (s) { return !!s[2]; });
+    var body = function (sp) {
+      return function () {
+        var f = new FormData();
+        sides.forEach(function (s) {
+          if (s[2]) f.append(vecField(sp) + "_" + s[0], JSON.stringify(Array.from(s[2])));
+          else f.append("image_" + s[0], s[1], s[1].name || "image_" + s[0] + ".jpg");
+        });
+        if (sp === "v2" && opts.threshold != null) f.append("threshold", String(opts.threshold));
+        if (sp === "v1" && opts.tolerance != null) f.append("tolerance", String(opts.tolerance));
+        return f;
+      };
+    };
+    var request = function (sp) { return function () { return call(joinUrl(opts.baseUrl, "/api/" + sp + "/verify"), body(sp), opts); }; };
+    var out = space === "v2"
+      ? await withFallback(request("v2"), anyVector ? null : request("v1"))
+      : { data: await request("v1")().catch(function (f) { throw toError(f, "v1", null); }), via: "v1", reason: null };
+    var d = out.data;
+    return {
+      isMatch: d.is_match, similarity: d.similarity, distance: d.distance, threshold: d.threshold,
+      tolerance: d.tolerance, facesA: d.faces_a, facesB: d.faces_b, faceA: d.face_a, faceB: d.face_b,
+      model: d.model, via: out.via, reason: out.reason,
+    };
+  }
+
+  /**
    * Downscale an image file in the browser (long side <= maxSide) and re-encode it as JPEG:
    * smaller uploads, and the EXIF block (GPS...) is dropped. Files the browser cannot decode
    * (e.g. HEIC outside Safari) are returned unchanged for the server to judge.
@@ -292,6 +342,7 @@
   return {
     findMyPhotos: findMyPhotos,
     embedSelfie: embedSelfie,
+    verifyFaces: verifyFaces,
     resizeImage: resizeImage,
     fallbackReason: fallbackReason,
     FaceMatchError: FaceMatchError,

@@ -245,6 +245,7 @@
     $("results").dataset.via = res.via;
     $("via").textContent = "Matched with " + res.via + (res.reason ? " \u2014 " + res.reason : "");
     $("more").hidden = !res.next;
+    $("download-all").hidden = false;
     $("more").nextPage = res.next;
   }
 
@@ -264,6 +265,7 @@
     fig.className = "photo";
     fig.dataset.photoId = p.photoId;
     fig.dataset.score = p.score;
+    fig.photo = p; // the viewer (viewer.js) reads it
     var frame = document.createElement(p.url ? "a" : "div");
     frame.className = "frame";
     if (p.url) {
@@ -278,9 +280,9 @@
       var face = document.createElement("span");
       face.className = "face";
       face.hidden = true;
-      img.addEventListener("load", function () { outlineFace(img, face, p.bbox); });
+      img.addEventListener("load", function () { outlineFace(img, face, thumbBox(p, img)); });
       img.addEventListener("error", function () { fig.classList.add("broken"); });
-      img.src = p.url;
+      img.src = p.thumbnailUrl || p.url; // a ~30 KB thumbnail, not the multi-megabyte original
       frame.append(img, face);
     } else {
       frame.classList.add("placeholder");
@@ -307,11 +309,47 @@
     box.hidden = false;
   }
 
+  /* bbox is in the original's pixels; a thumbnail is the original scaled down. */
+  function thumbBox(p, img) {
+    if (!p.bbox || !p.thumbnailUrl || !p.imageWidth) return p.bbox;
+    var k = img.naturalWidth / p.imageWidth;
+    return p.bbox.map(function (v) { return v * k; });
+  }
+
+  // ---- download all: every photo of the result (remaining pages first), as one zip ------
+  async function downloadAll() {
+    if (busy) return;
+    while ($("more").nextPage) {
+      await loadMore();
+      if (app.dataset.state === "error") return;
+    }
+    var ids = Array.from($("gallery").children).map(function (f) { return f.dataset.photoId; });
+    if (!ids.length) return;
+    var form = document.createElement("form");
+    form.method = "post";
+    form.action = "/api/v2/events/" + encodeURIComponent(eventId) + "/photos.zip";
+    form.hidden = true;
+    var fields = ids.map(function (id) { return ["photo_ids", id]; });
+    if (eventCode) fields.push(["event_code", eventCode]); // a form field: never in the address
+    fields.forEach(function (f) {
+      var input = document.createElement("input");
+      input.type = "hidden";
+      input.name = f[0];
+      input.value = f[1];
+      form.append(input);
+    });
+    document.body.append(form);
+    form.submit(); // a download: the browser streams it to disk, the page stays
+    form.remove();
+  }
+
   function clamp(v, lo, hi) { return Math.min(hi, Math.max(lo, v)); }
   function pct(f) { return (f * 100).toFixed(3) + "%"; }
 
   $("search").addEventListener("click", search);
   $("more").addEventListener("click", loadMore);
+  $("download-all").addEventListener("click", downloadAll);
+  window.FaceMatchPage = { eventCode: function () { return eventCode; } }; // viewer.js's downloads
   setState("idle");
   checkEvent();
 })();
