@@ -139,6 +139,18 @@ def run_match(services: Services, plan: MatchPlan, *, mode: str, limit: int, cur
     return MatchResult(rows, next_cursor, found.total, found.search)
 
 
+def matched_photo_ids(services: Services, plan: MatchPlan) -> set[str]:
+    """Every photo the plan matches, whatever the count (tools and tests: recall checks)."""
+    ids: set[str] = set()
+    cursor = None
+    while True:
+        page = run_match(services, plan, mode="all", limit=services.settings.max_top_k, cursor=cursor)
+        ids.update(r["photo_id"] for r in page.rows)
+        if page.next_cursor is None:
+            return ids
+        cursor = page.next_cursor
+
+
 def row_json(r: PhotoRow, space: str) -> dict:
     row = {"photo_id": r.photo_id, "score": round(r.score, 4), "bbox": [round(v, 1) for v in r.bbox]}
     if space == "v1":

@@ -50,7 +50,7 @@ def main(keep: Path | None, bench_dir: Path | None, make_bench: bool, count: int
     from flask_backend.faces import largest
     from flask_backend.imaging import decode_image
     from flask_backend.ingest import ingest_photo
-    from flask_backend.match import find_v1, find_v2, v2_threshold
+    from flask_backend.match import find_v1, find_v2, matched_photo_ids, v2_threshold
     from flask_backend.services import Services
     from tests import closeup_fixtures as cf
 
@@ -124,9 +124,9 @@ def main(keep: Path | None, bench_dir: Path | None, make_bench: bool, count: int
                     if q is None:
                         continue
                     if space == "v2":
-                        got = {m.photo_id for m in find_v2(svc, "closeups", q.embedding, threshold)}
+                        got = matched_photo_ids(svc, find_v2(svc, "closeups", q.embedding, threshold))
                     else:
-                        got = {m.photo_id for m in find_v1(svc, "closeups", q.raw, settings.v1_tolerance)}
+                        got = matched_photo_ids(svc, find_v1(svc, "closeups", q.raw, settings.v1_tolerance))
                     ok = p.file in got
                     by_kind[p.kind][0] += ok
                     by_kind[p.kind][1] += 1

@@ -82,6 +82,66 @@ class Gunicorn:
         return [int(p) for p in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()]
 
 
+class WorkerSessions:
+    """One keep-alive connection held by each gunicorn worker, so that a check can ask every
+    worker (or one chosen worker) rather than whichever the kernel hands a new connection to."""
+
+    def __init__(self, url: str, workers: int) -> None:
+        self.url, self.workers = url, workers
+        self.by_worker: dict[str, requests.Session] = {}
+        deadline = time.monotonic() + 90  # the last workers may still be loading their engines
+        while len(self.by_worker) < workers and time.monotonic() < deadline:
+            self._open_until(lambda w: w not in self.by_worker, deadline)
+        assert len(self.by_worker) == workers, f"only reached workers {sorted(self.by_worker)}"
+
+    def _open_until(self, wanted, deadline: float) -> None:
+        """Open connections (held, so the next one goes elsewhere) until one reaches a worker
+        ``wanted(worker)`` accepts; /health is never rate-limited, so probing costs no budget."""
+        spare: list[requests.Session] = []
+        try:
+            while time.monotonic() < deadline:
+                session = requests.Session()
+                worker = session.get(self.url + "/health", timeout=30).headers["X-FaceMatch-Worker"]
+                if wanted(worker):
+                    old = self.by_worker.get(worker)
+                    if old is not None:
+                        old.close()
+                    self.by_worker[worker] = session
+                    return
+                spare.append(session)
+                time.sleep(0.05)
+        finally:
+            for session in spare:
+                session.close()
+
+    def refresh(self) -> None:
+        """Re-open any held connection the server closed (keep-alive timeout) before a burst."""
+        for want in list(self.by_worker):
+            if self.by_worker[want].get(self.url + "/health", timeout=30).headers["X-FaceMatch-Worker"] != want:
+                self._open_until(lambda w, want=want: w == want, time.monotonic() + 60)
+
+    def on(self, worker: str, method: str, path: str, **kwargs) -> requests.Response:
+        """``method path`` on ``worker``'s own connection; fails if another worker answered."""
+        r = self.by_worker[worker].request(method, self.url + path, timeout=30, **kwargs)
+        assert r.headers["X-FaceMatch-Worker"] == worker, f"worker {worker}'s keep-alive connection was dropped"
+        return r
+
+    def each(self, method: str, path: str, **kwargs) -> dict[str, requests.Response]:
+        """The same request asked of every worker (a dropped keep-alive is re-opened)."""
+        answers: dict[str, requests.Response] = {}
+        for _ in range(50):
+            missing = [w for w in self.by_worker if w not in answers]
+            if not missing:
+                return answers
+            for want in missing:
+                r = self.by_worker[want].request(method, self.url + path, timeout=30, **kwargs)
+                got = r.headers["X-FaceMatch-Worker"]
+                if got != want:  # its keep-alive was closed and re-opened elsewhere: try a new one
+                    self.by_worker[want] = requests.Session()
+                answers.setdefault(got, r)
+        raise AssertionError(f"could not reach every worker: {sorted(answers)}")
+
+
 REDIS_SERVER = Path("/usr/bin/redis-server")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.processes import REPO, Gunicorn, RedisServer
+from tests.processes import REPO, Gunicorn, RedisServer, WorkerSessions
 
 pytestmark = pytest.mark.slow
 
@@ -212,20 +212,19 @@ def test_limits_are_shared_by_both_workers_with_redis(site):
     assert passed == CODE_LIMIT and limited == 2 * CODE_LIMIT
 
 
-def _forget_burst(url: str, who: dict, n: int) -> list[tuple[int, str]]:
-    """``n`` forgets on an event that does not exist (cheap: 404 before any face work)."""
-    out = []
-    for _ in range(n):
-        r = requests.post(url + "/api/v2/events/nobody-here/forget", headers={"Connection": "close", **who},
-                          files={"image": ("s.jpg", b"not even an image", "image/jpeg")}, timeout=30)
-        out.append((r.status_code, r.headers["X-FaceMatch-Worker"]))
-    return out
+def _forget(workers: WorkerSessions, worker: str, who: dict) -> int:
+    """One forget on an event that does not exist (cheap: 404 before any face work), asked of
+    ``worker`` through its own connection."""
+    return workers.on(worker, "POST", "/api/v2/events/nobody-here/forget", headers=who,
+                      files={"image": ("s.jpg", b"not even an image", "image/jpeg")}).status_code
 
 
 def test_route_limits_are_shared_by_both_workers_with_redis(site):
-    got = _forget_burst(site.url, new_address(), 3 * FORGET_LIMIT)
-    assert len({w for _s, w in got}) == 2
-    assert [s for s, _w in got] == [404] * FORGET_LIMIT + [429] * (2 * FORGET_LIMIT)
+    workers = WorkerSessions(site.url, 2)
+    workers.refresh()
+    who, order = new_address(), sorted(workers.by_worker) * (3 * FORGET_LIMIT // 2)
+    statuses = [_forget(workers, w, who) for w in order]  # the two workers take turns
+    assert statuses == [404] * FORGET_LIMIT + [429] * (2 * FORGET_LIMIT)
 
 
 def test_memory_storage_counts_per_worker(tmp_path, pack_dir):
@@ -233,13 +232,11 @@ def test_memory_storage_counts_per_worker(tmp_path, pack_dir):
     env = {"FACEMATCH_DATA_DIR": str(tmp_path / "data"), "FACEMATCH_V2_PACK": str(pack_dir),
            "FACEMATCH_WEB_WARMUP": "0", "FACEMATCH_RATE_LIMITS_ENABLED": "1", "FACEMATCH_RATE_LIMIT_FORGET": "3 per minute"}
     with Gunicorn(env, workers=2, log=tmp_path / "gunicorn.log") as server:
-        got = _forget_burst(server.url, new_address(), 40)
-    per_worker: dict[str, list[int]] = {}
-    for status, worker in got:
-        per_worker.setdefault(worker, []).append(status)
-    assert len(per_worker) == 2, "one worker served everything: nothing to compare"
-    for statuses in per_worker.values():
-        assert statuses.count(404) == 3 and set(statuses[3:]) == {429}, per_worker
+        workers = WorkerSessions(server.url, 2)
+        workers.refresh()
+        who = new_address()
+        per_worker = {w: [_forget(workers, w, who) for _ in range(5)] for w in sorted(workers.by_worker)}
+    assert per_worker == {w: [404, 404, 404, 429, 429] for w in per_worker}, per_worker
 
 
 def test_scoped_key_on_another_organizers_event_is_forbidden(site):
@@ -285,10 +282,8 @@ def test_revoked_key_gets_401_on_every_worker(site):
     listed = keys_cli(site.data, "list")
     assert "temp\torganizer\tacme-*" in listed.stdout and out.stdout.strip() not in listed.stdout
     assert keys_cli(site.data, "revoke", "temp").returncode == 0
-    workers = set()
-    for _ in range(6):
-        r = site.get("/api/v2/events/acme-open/access", headers=key)
+    answers = WorkerSessions(site.url, 2).each("GET", "/api/v2/events/acme-open/access", headers=key)
+    assert len(answers) == 2
+    for r in answers.values():
         assert (r.status_code, _code(r)) == (401, "unauthorized"), r.text
-        workers.add(r.headers["X-FaceMatch-Worker"])
-    assert len(workers) == 2
     assert keys_cli(site.data, "revoke", "temp").returncode == 1  # already revoked

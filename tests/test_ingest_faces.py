@@ -19,7 +19,7 @@ from flask_backend.faces import largest
 from flask_backend.faces.dlib_engine import hog_det_score
 from flask_backend.imaging import decode_image
 from flask_backend.ingest import ingest_photo
-from flask_backend.match import find_v1, find_v2, v2_threshold
+from flask_backend.match import find_v1, find_v2, matched_photo_ids, v2_threshold
 from flask_backend.services import Services
 from flask_backend.store.db import DB_FILE
 from tests import closeup_fixtures as cf
@@ -83,10 +83,10 @@ def test_each_photo_is_found_by_the_persons_other_photos(services, faces_dir, bu
     for p in photos:
         for selfie in cf.selfies_for(p, rows):
             q = queries[selfie]
-            rows_found = (find_v2(services, EVENT, q.embedding, threshold) if space == "v2"
-                          else find_v1(services, EVENT, q.raw, services.settings.v1_tolerance))
+            plan = (find_v2(services, EVENT, q.embedding, threshold) if space == "v2"
+                    else find_v1(services, EVENT, q.raw, services.settings.v1_tolerance))
             n += 1
-            if p.file not in {m.photo_id for m in rows_found}:
+            if p.file not in matched_photo_ids(services, plan):
                 missed.append(f"{p.file} <- {selfie}")
     assert n >= 4 * 24
     assert missed == [], f"{space}: not found by the person's other photos: {missed}"

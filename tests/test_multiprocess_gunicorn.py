@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.processes import REPO, Gunicorn
+from tests.processes import REPO, Gunicorn, WorkerSessions
 
 pytestmark = pytest.mark.slow
 
@@ -30,46 +30,14 @@ def _unit_vectors(n: int, seed: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-class WorkerSessions:
-    """One keep-alive connection held by each gunicorn worker, so that a check can ask every
-    worker rather than whichever the kernel hands a new connection to."""
-
-    def __init__(self, url: str, workers: int) -> None:
-        self.url, self.workers = url, workers
-        self.by_worker: dict[str, requests.Session] = {}
-        spare: list[requests.Session] = []
-        deadline = time.monotonic() + 90  # the last workers may still be loading their engines
-        while len(self.by_worker) < workers and time.monotonic() < deadline:
-            session = requests.Session()
-            worker = session.get(url + "/health", timeout=30).headers["X-FaceMatch-Worker"]
-            if worker in self.by_worker:
-                spare.append(session)  # held open meanwhile: the next connection goes elsewhere
-                time.sleep(0.05)
-            else:
-                self.by_worker[worker] = session
-        assert len(self.by_worker) == workers, f"only reached workers {sorted(self.by_worker)}"
-        for session in spare:
-            session.close()
-
-    def ask_all(self, vec: np.ndarray) -> dict[str, set[str]]:
-        """{worker: photo ids matched} from every worker (a dropped keep-alive is re-opened)."""
-        answers: dict[str, set[str]] = {}
-        for _ in range(50):
-            missing = [w for w in self.by_worker if w not in answers]
-            if not missing:
-                return answers
-            for want in missing:
-                r = self.by_worker[want].post(
-                    self.url + "/api/v2/match",
-                    json={"event_id": EVENT, "user_embedding": vec.tolist(), "threshold": 0.95, "top_k": 5}, timeout=10)
-                got = r.headers["X-FaceMatch-Worker"]
-                if got != want:  # its keep-alive was closed and re-opened elsewhere: try a new one
-                    self.by_worker[want] = requests.Session()
-                if r.status_code not in (200, 404):  # 404: the event is not created yet
-                    r.raise_for_status()
-                found = set() if r.status_code == 404 else {m["photo_id"] for m in r.json()["matches"]}
-                answers.setdefault(got, found)
-        raise AssertionError(f"could not reach every worker: {sorted(answers)}")
+def _ask_all(workers: WorkerSessions, vec: np.ndarray) -> dict[str, set[str]]:
+    """{worker: photo ids matched} from every worker (404: the event is not created yet)."""
+    answers = workers.each("POST", "/api/v2/match",
+                           json={"event_id": EVENT, "user_embedding": vec.tolist(), "threshold": 0.95, "top_k": 5})
+    for r in answers.values():
+        if r.status_code not in (200, 404):
+            r.raise_for_status()
+    return {w: set() if r.status_code == 404 else {m["photo_id"] for m in r.json()["matches"]} for w, r in answers.items()}
 
 
 def test_every_worker_sees_every_acknowledged_photo_at_its_next_search(tmp_path, pack_dir, faces_dir, store_backend):
@@ -129,7 +97,7 @@ def test_every_worker_sees_every_acknowledged_photo_at_its_next_search(tmp_path,
             done = not fresh and checked == N_WRITER + N_HTTP and not any(t.is_alive() for t in threads)
             # acknowledged before these searches were sent: every worker must find it
             for pid in fresh:
-                for worker, found in workers.ask_all(vector_of[pid]).items():
+                for worker, found in _ask_all(workers, vector_of[pid]).items():
                     if pid not in found:
                         failures.append(f"worker {worker} missed {pid} after its ack")
             checked += len(fresh)
@@ -143,7 +111,7 @@ def test_every_worker_sees_every_acknowledged_photo_at_its_next_search(tmp_path,
 
         # final state: every vector finds exactly its photo on every worker; counts exact
         for pid, vec in vector_of.items():
-            for worker, found in workers.ask_all(vec).items():
+            for worker, found in _ask_all(workers, vec).items():
                 if found != {pid}:
                     failures.append(f"worker {worker}: {pid} matched {found}")
         summary = requests.get(server.url + f"/api/v2/events/{EVENT}", timeout=10).json()
