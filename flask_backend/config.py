@@ -68,6 +68,12 @@ class Settings:
     # onnxruntime's CPU memory arena + memory patterns keep buffers of every input shape seen
     # (SCRFD's input follows the photo's aspect ratio): off keeps RSS flat (bench_load --soak).
     onnx_cpu_arena: bool = False
+    # --- scale-out: the store on PostgreSQL (issue 9) ---------------------------
+    # Unset: SQLite in data_dir. postgresql://user@host:port/db: that database holds the truth
+    # for every host; data_dir then only keeps this host's cache (snapshots, ANN indexes).
+    store_url: str | None = None
+    store_pool_size: int = 4  # PostgreSQL connections per process (>= threads per gunicorn worker)
+    store_connect_timeout: float = 5.0  # seconds to get a PostgreSQL connection before 503
     # --- attendee and organizer experience: thumbnails, download all, dashboard --
     thumbnail_side: int = 480  # long side of the thumbnail made at ingest; 0: none
     thumbnail_format: str = "webp"  # webp | jpeg

@@ -39,7 +39,9 @@ class Services:
                 with storage_faults():
                     s.data_dir.mkdir(parents=True, exist_ok=True)
                 store = FaceStore(s.data_dir, faiss_threads=s.faiss_threads, ann_min_faces=s.ann_min_faces,
-                                  ann_sigmas=s.ann_radius_sigmas, busy_timeout_s=s.storage_busy_timeout)
+                                  ann_sigmas=s.ann_radius_sigmas, busy_timeout_s=s.storage_busy_timeout,
+                                  store_url=s.store_url, pool_max=s.store_pool_size,
+                                  connect_timeout_s=s.store_connect_timeout)
             except StorageError as exc:  # not cached: the next request tries again
                 self._store_error = f"{exc.code}: {exc.reason}"
                 raise

@@ -72,7 +72,7 @@ def match_vs_bare(n: int, dim: int, queries: int, data_dir: str | None) -> dict:
         thr = {i: float(np.median(x @ q)) for i, q in enumerate(qs)}
         idx = list(range(queries))
         store.match("bench", space, qs[0], RankSpec(thr[0]), limit=20)  # load the cache
-        flat = store._entries[("bench", "v2")].flat  # the very matrix match scans
+        flat = store._cache._entries[("bench", "v2")].flat  # the very matrix match scans
 
         def bare(i):  # the same single-threaded kernel match uses
             return flat.scores(qs[i])
@@ -177,7 +177,7 @@ def ann_case(n: int, dim: int, queries: int, threshold: float, sigmas: list[floa
         rows = []
         for sigma in sigmas:
             store.ann_min_faces, store.ann_sigmas = 1, sigma
-            store._entries[("bench", "v2")].ann = None  # reload with this radius
+            store._cache._entries[("bench", "v2")].ann = None  # reload with this radius
             found, kinds = zip(*(photos(q) for q in qs), strict=True)
             hit = sum(len(t & set(f)) for t, f in zip(truth, found, strict=True))
             want = sum(len(t) for t in truth)

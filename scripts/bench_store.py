@@ -4,8 +4,10 @@
                                             [--queries 50] [--puts 30] [--quick]
     .venv/bin/python -m scripts.bench_store --match [--match-size 100000]   # match vs bare scores
     .venv/bin/python -m scripts.bench_store --ann [--ann-cases 1000000x512] [--sigmas 1.5,2,2.5,3]
+    .venv/bin/python -m scripts.bench_store --backend sqlite,postgres [--backend-sizes 10000,100000]
 
-(``--match`` and ``--ann``: see scripts/bench_match.py; they replace the table below.)
+(``--match`` and ``--ann``: see scripts/bench_match.py; ``--backend``: scripts/bench_backends.py;
+they replace the table below.)
 
 For every (size, dim) it builds one event of synthetic unit vectors (photos of 3 faces,
 through the store's bulk path ``put_photos``) and prints, in one table:
@@ -304,7 +306,18 @@ def main(argv: list[str] | None = None) -> int:
                         "the target case; needs ~8 GB RAM and a few minutes)")
     parser.add_argument("--sigmas", default="1.5,2,2.5,3", help="approximate search radii, comma-separated")
     parser.add_argument("--ann-threshold", type=float, default=0.35, help="match threshold of --ann")
+    parser.add_argument("--backend", default=None, help="sqlite,postgres: the store backends side by side "
+                        "(scripts/bench_backends.py; replaces the table below)")
+    parser.add_argument("--backend-sizes", default="10000,100000", help="event sizes of --backend")
+    parser.add_argument("--store-url", default=None, help="PostgreSQL of --backend (default: a private cluster)")
     args = parser.parse_args(argv)
+    if args.backend:
+        from scripts import bench_backends
+
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        return bench_backends.main([b.strip() for b in args.backend.split(",") if b.strip()],
+                                   sorted(int(s) for s in args.backend_sizes.split(",")), args.store_url,
+                                   queries=args.queries, puts=args.puts)
     if args.match or args.ann:
         return _match_benchmarks(args)
     if args.quick:

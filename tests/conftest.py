@@ -18,6 +18,7 @@ from flask_backend.services import Services
 from tests.firestore_fixtures import firestore_db_fixture, firestore_emulator_fixture, procs_fixture  # noqa: F401
 from tests.http_fixtures import http_server  # noqa: F401
 from tests.image_fixtures import png_bomb_20k  # noqa: F401
+from tests.pg_fixtures import postgres_cluster, store_backend  # noqa: F401
 from tests.processes import redis_server  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent

@@ -83,11 +83,11 @@ class FirestoreDB:
         return snap.to_dict() or {}
 
 
-def _start(jar: Path, log_path: Path) -> FirestoreEmulator:
+def _start(jar: Path, log_path: Path, host: str = "127.0.0.1") -> FirestoreEmulator:
     port = free_port()
     log = log_path.open("wb")
     proc = subprocess.Popen(
-        ["java", "-cp", str(jar), MAIN_CLASS, "start", "--host=127.0.0.1", f"--port={port}"],
+        ["java", "-cp", str(jar), MAIN_CLASS, "start", f"--host={host}", f"--port={port}"],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: stopped as a whole
@@ -97,8 +97,8 @@ def _start(jar: Path, log_path: Path) -> FirestoreEmulator:
         if proc.poll() is not None:
             raise RuntimeError(f"Firestore emulator exited with {proc.returncode}; see {log_path}")
         try:
-            if requests.get(f"http://127.0.0.1:{port}/", timeout=1).ok:
-                return FirestoreEmulator(f"127.0.0.1:{port}", proc)
+            if requests.get(f"http://{host}:{port}/", timeout=1).ok:
+                return FirestoreEmulator(f"{host}:{port}", proc)
         except requests.RequestException:
             pass
         time.sleep(0.2)

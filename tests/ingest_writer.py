@@ -27,8 +27,11 @@ from flask_backend.services import Services
 @click.option("--repeat", default=1, help="ingest each photo this many times (idempotency)")
 @click.option("--delay", default=0.0, help="seconds between photos")
 @click.option("--space", default="v2")
-def main(data_dir: str, pack: str, event: str, vectors: str, prefix: str, repeat: int, delay: float, space: str) -> None:
-    services = Services(Settings.from_env({}, data_dir=data_dir, v2_pack=pack, log_level="WARNING"))
+@click.option("--store-url", default="", help="PostgreSQL store (empty: SQLite in DATA_DIR)")
+def main(data_dir: str, pack: str, event: str, vectors: str, prefix: str, repeat: int, delay: float, space: str,
+         store_url: str) -> None:
+    services = Services(Settings.from_env({}, data_dir=data_dir, v2_pack=pack, log_level="WARNING",
+                                          store_url=store_url or None))
     for i, vec in enumerate(np.load(vectors)):
         for _ in range(repeat):
             ingest_photo(services, event, f"{prefix}{i:05d}", vectors={space: [vec]})

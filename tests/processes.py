@@ -29,13 +29,16 @@ class Gunicorn:
     """``gunicorn -c gunicorn.conf.py`` with FACEMATCH_* settings, as operators run it."""
 
     def __init__(self, env: dict[str, str], workers: int | None = 3, log: Path | None = None,
-                 cores: set[int] | None = None) -> None:
-        """``workers`` None: gunicorn.conf.py's default; ``cores``: CPU affinity of the server."""
+                 cores: set[int] | None = None, *, host: str = "127.0.0.1", wrap: list[str] | None = None) -> None:
+        """``workers`` None: gunicorn.conf.py's default; ``cores``: CPU affinity of the server;
+        ``host``/``wrap``: serve on another address, e.g. in a test namespace (tests/netns_fixtures.py)."""
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.host = host
+        self.wrap = wrap or []
+        self.url = f"http://{host}:{self.port}"
         # rate limits off unless the test asks for them (every test speaks from 127.0.0.1)
         self.env = {**os.environ, "FACEMATCH_RATE_LIMITS_ENABLED": "0", **env,
-                    "FACEMATCH_BIND": f"127.0.0.1:{self.port}", "FACEMATCH_ACCESS_LOG": ""}
+                    "FACEMATCH_BIND": f"{host}:{self.port}", "FACEMATCH_ACCESS_LOG": ""}
         if workers is None:
             self.env.pop("FACEMATCH_WEB_WORKERS", None)
         else:
@@ -48,7 +51,7 @@ class Gunicorn:
         out = open(self.log, "wb") if self.log else subprocess.DEVNULL
         pin = ["taskset", "-c", ",".join(map(str, sorted(self.cores)))] if self.cores else []
         self.proc = subprocess.Popen(
-            [*pin, sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "flask_backend:create_app()"],
+            [*self.wrap, *pin, sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "flask_backend:create_app()"],
             cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + 90

@@ -1,4 +1,4 @@
-"""A real gunicorn with 3 workers on one data dir, plus a separate writer process and HTTP
+"""On SQLite and on PostgreSQL (store_backend): a real gunicorn with 3 workers on one data dir, plus a separate writer process and HTTP
 ingest through several paths at once: every acknowledged photo is matched by the very next
 search of EVERY worker (each asked through a keep-alive connection it holds), and the final
 counts are exact (no duplicates, nothing lost)."""
@@ -40,9 +40,10 @@ def _ask_all(workers: WorkerSessions, vec: np.ndarray) -> dict[str, set[str]]:
     return {w: set() if r.status_code == 404 else {m["photo_id"] for m in r.json()["matches"]} for w, r in answers.items()}
 
 
-def test_every_worker_sees_every_acknowledged_photo_at_its_next_search(tmp_path, pack_dir, faces_dir):
+def test_every_worker_sees_every_acknowledged_photo_at_its_next_search(tmp_path, pack_dir, faces_dir, store_backend):
     data = tmp_path / "data"
-    env = {"FACEMATCH_DATA_DIR": str(data), "FACEMATCH_V2_PACK": str(pack_dir), "FACEMATCH_LOG_LEVEL": "WARNING"}
+    env = {"FACEMATCH_DATA_DIR": str(data), "FACEMATCH_V2_PACK": str(pack_dir), "FACEMATCH_LOG_LEVEL": "WARNING",
+           **store_backend.env()}
     writer_vecs, http_vecs = _unit_vectors(N_WRITER, 1), _unit_vectors(N_HTTP, 2)
     np.save(tmp_path / "writer.npy", writer_vecs)
     vector_of = {f"w{i:05d}": v for i, v in enumerate(writer_vecs)} | {f"h{i:05d}": v for i, v in enumerate(http_vecs)}
@@ -73,7 +74,7 @@ def test_every_worker_sees_every_acknowledged_photo_at_its_next_search(tmp_path,
 
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.ingest_writer", str(data), str(pack_dir), EVENT,
-             str(tmp_path / "writer.npy"), "w", "--repeat", "2", "--delay", "0.02"],
+             str(tmp_path / "writer.npy"), "w", "--repeat", "2", "--delay", "0.02", "--store-url", store_backend.url or ""],
             cwd=REPO, stdout=subprocess.PIPE, stderr=(tmp_path / "writer.err").open("w"), text=True,
         )
 

@@ -32,8 +32,9 @@ def face(seed: int, dim: int = 16, **kw) -> FaceRecord:
 
 
 @pytest.fixture()
-def store(tmp_path: Path):
-    s = FaceStore(tmp_path / "data")
+def store(tmp_path: Path, store_backend):
+    """Every test taking ``store`` runs on SQLite and on PostgreSQL (tests/pg_fixtures.py)."""
+    s = store_backend.open(tmp_path / "data")
     yield s
     s.close()
 
@@ -109,8 +110,8 @@ def test_search_is_exact_top_n_and_range(store: FaceStore):
     assert store.search("ev", V2, unit(7), min_score=1.01) == []
 
 
-def test_large_limits_and_thresholds_agree_with_brute_force(tmp_path: Path):
-    store = FaceStore(tmp_path / "data")
+def test_large_limits_and_thresholds_agree_with_brute_force(tmp_path: Path, store_backend):
+    store = store_backend.open(tmp_path / "data")
     rng = np.random.default_rng(11)
     vecs = rng.standard_normal((3000, 16))
     store.put_photos("ev", V2, [(f"p{i}", [FaceRecord(vecs[i], (0, 0, 1, 1), 0.9)], None) for i in range(3000)])
@@ -126,8 +127,8 @@ def test_large_limits_and_thresholds_agree_with_brute_force(tmp_path: Path):
     store.close()
 
 
-def test_cache_budget_evicts_least_recently_used(tmp_path: Path):
-    store = FaceStore(tmp_path / "data", cache_max_bytes=50 * (16 * 4 + 9))
+def test_cache_budget_evicts_least_recently_used(tmp_path: Path, store_backend):
+    store = store_backend.open(tmp_path / "data", cache_max_bytes=50 * (16 * 4 + 9))
     for ev in ("a", "b", "c"):
         store.put_photos(ev, V2, [(f"{ev}{i}", [face(i)], None) for i in range(40)])
     for ev in ("a", "b", "c", "a"):
@@ -441,11 +442,11 @@ def test_importing_the_store_does_not_import_faiss():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_store_opened_before_fork_works_in_child(tmp_path: Path):
-    store = FaceStore(tmp_path / "data")  # like a gunicorn master with preload_app
+def test_store_opened_before_fork_works_in_child(tmp_path: Path, store_backend):
+    store = store_backend.open(tmp_path / "data")  # like a gunicorn master with preload_app
     store.put_photo("ev", "parent", V2, [face(1)])
     pid = os.fork()
-    if pid == 0:  # child: must open its own SQLite connection and faiss state
+    if pid == 0:  # child: must open its own database connections and faiss state
         code = 1
         try:
             store.put_photo("ev", "child", V2, [face(2)])
@@ -497,3 +498,35 @@ def test_totals_agree_with_event_summaries(store: FaceStore):
         summed["photos"] += info["photos"]
         summed["faces"] += info["faces"]
     assert summed == totals["v2"]
+
+
+def test_postgres_schema_is_versioned_and_migrated_once_by_many_hosts(postgres_cluster, tmp_path: Path):
+    """Eight stores (hosts) starting at once on an empty database: the advisory lock lets one
+    create the schema, the others find it; every one can write and all see the same truth."""
+    import psycopg
+
+    from flask_backend.store.postgres import SCHEMA_VERSION
+
+    url = postgres_cluster.new_database()
+    stores: list[FaceStore] = []
+    errors: list[BaseException] = []
+
+    def start(i: int) -> None:
+        try:
+            s = FaceStore(tmp_path / f"host{i}", store_url=url)
+            s.put_photo("ev", f"p{i}", V2, [face(i)])
+            stores.append(s)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert all(len(s.search("ev", V2, unit(0))) == 8 for s in stores)
+    with psycopg.connect(url) as c:
+        assert c.execute("SELECT version FROM facematch_schema").fetchall() == [(SCHEMA_VERSION,)]
+    for s in stores:
+        s.close()

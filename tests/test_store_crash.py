@@ -6,11 +6,13 @@ plus searches and explicit snapshot writes so the kill also lands in snapshot I/
 the index of every operation AFTER the store call returned. The test kills it with SIGKILL at
 a random moment. Then a NEW process opens the store and checks that:
 
-- it loads (integrity check ok, stale temp files swept);
+- it loads (SQLite: integrity check ok; stale temp files swept);
+
+Run on both backends (SQLite, PostgreSQL: tests/pg_fixtures.py).
 - the round's photos are exactly the plan's state after the acknowledged operations, or after
   one more (the one in flight may or may not have committed); never anything in between;
 - every earlier round's photos are exactly as that round's check found them;
-- a search (snapshot + catch-up from SQLite) returns exactly the faces in the database, each
+- a search (snapshot + catch-up from the database) returns exactly the faces in the database, each
   photo with its full face count, and each stored vector finds its own photo.
 
 This file is also the worker program: ``python tests/test_store_crash.py ROLE ...``.
@@ -82,10 +84,10 @@ def state_after(round_no: int, n_ops: int) -> dict[str, tuple[int, int]]:
 
 
 # --------------------------------------------------------------------------- worker roles
-def role_writer(data_dir: str, round_no: int) -> None:
+def role_writer(data_dir: str, round_no: int, url: str) -> None:
     from flask_backend.store import FaceRecord, FaceStore
 
-    store = FaceStore(data_dir, snapshot_min_faces=20, snapshot_refresh_fraction=0.1)
+    store = FaceStore(data_dir, store_url=url or None, snapshot_min_faces=20, snapshot_refresh_fraction=0.1)
     for j, op in enumerate(plan(round_no)):
         if op[0] == "del":
             store.delete_photo(EVENT, op[1])
@@ -102,22 +104,32 @@ def role_writer(data_dir: str, round_no: int) -> None:
             store.write_snapshot(EVENT, "v2")
 
 
-def role_check(data_dir: str, spec_json: str) -> None:
+def _db_face_ids(data: Path, url: str, problems: list[str]) -> set[int]:
+    if url:  # PostgreSQL: the server checks its own pages; the rows are what count here
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            return {r[0] for r in conn.execute("SELECT face_id FROM faces")}
+    conn = sqlite3.connect(f"file:{data / 'facestore.sqlite3'}?mode=ro", uri=True)
+    if conn.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+        problems.append("sqlite integrity_check failed")
+    ids = {r[0] for r in conn.execute("SELECT face_id FROM faces")}
+    conn.close()
+    return ids
+
+
+def role_check(data_dir: str, spec_json: str, url: str) -> None:
     """spec: {"round": r, "acked": A, "decided": {earlier round: applied ops}} -> prints applied ops."""
     from flask_backend.store import FaceStore
 
     spec = json.loads(spec_json)
     data = Path(data_dir)
     problems: list[str] = []
-    store = FaceStore(data)
+    store = FaceStore(data, store_url=url or None)
     leftovers = [p.name for p in data.rglob("*.tmp")]
     if leftovers:
         problems.append(f"temp files survived the sweep: {leftovers}")
-    conn = sqlite3.connect(f"file:{data / 'facestore.sqlite3'}?mode=ro", uri=True)
-    if conn.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
-        problems.append("sqlite integrity_check failed")
-    db_face_ids = {r[0] for r in conn.execute("SELECT face_id FROM faces")}
-    conn.close()
+    db_face_ids = _db_face_ids(data, url, problems)
 
     listed = {p.photo_id: p.faces for p in store.list_photos(EVENT, "v2")} if store.event_exists(EVENT) else {}
     hits = store.search(EVENT, space(), np.ones(DIM)) if listed else []
@@ -179,13 +191,13 @@ def _python(*args: str, **kw) -> subprocess.Popen:
     )
 
 
-def test_kill_9_at_random_moments(tmp_path: Path):
+def test_kill_9_at_random_moments(tmp_path: Path, store_backend):
     data = tmp_path / "data"
     decided: dict[int, int] = {}
     rnd = random.Random(20240601)
     acked_total = 0
     for round_no in range(ROUNDS):
-        writer = _python("writer", str(data), str(round_no), stdout=subprocess.PIPE, text=True)
+        writer = _python("writer", str(data), str(round_no), *store_backend.argv(), stdout=subprocess.PIPE, text=True)
         acks: list[int] = []
         first = threading.Event()
 
@@ -206,7 +218,7 @@ def test_kill_9_at_random_moments(tmp_path: Path):
         acked_total += len(acks)
 
         spec = json.dumps({"round": round_no, "acked": len(acks), "decided": decided})
-        check = _python("check", str(data), spec, stdout=subprocess.PIPE, text=True)
+        check = _python("check", str(data), spec, *store_backend.argv(), stdout=subprocess.PIPE, text=True)
         out, _ = check.communicate(timeout=120)
         assert check.returncode == 0
         result = json.loads(out.strip().splitlines()[-1])
@@ -218,8 +230,8 @@ def test_kill_9_at_random_moments(tmp_path: Path):
 if __name__ == "__main__":
     role, rest = sys.argv[1], sys.argv[2:]
     if role == "writer":
-        role_writer(rest[0], int(rest[1]))
+        role_writer(rest[0], int(rest[1]), rest[2])
     elif role == "check":
-        role_check(rest[0], rest[1])
+        role_check(rest[0], rest[1], rest[2])
     else:
         raise SystemExit(f"unknown role {role}")

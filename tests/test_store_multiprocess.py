@@ -33,6 +33,19 @@ PHOTOS_PER_WRITER = 120
 DELETER_PHOTOS = 40
 
 
+_URL_VAR = "FACEMATCH_TEST_STORE_URL"  # set by the test: PostgreSQL (tests/pg_fixtures.py), empty: SQLite
+
+
+def _open(data_dir: str, **kw):
+    """The store of a helper process; on PostgreSQL each process is its own host (own data dir)."""
+    from flask_backend.store import FaceStore
+
+    url = os.environ.get(_URL_VAR) or None
+    if url:
+        data_dir = f"{data_dir}-host{os.getpid()}"
+    return FaceStore(data_dir, store_url=url, **kw)
+
+
 def space():
     from flask_backend.store import Space
 
@@ -77,9 +90,8 @@ def read_acks(directory: Path) -> dict[str, tuple[str, float]]:
 
 # --------------------------------------------------------------------------- worker roles
 def role_writer(data_dir: str, acks: str, idx: int) -> None:
-    from flask_backend.store import FaceStore
 
-    store = FaceStore(data_dir)
+    store = _open(data_dir)
     log = AckLog(Path(acks) / f"writer{idx}.ack")
     rng = np.random.default_rng(idx)
     done: list[str] = []
@@ -96,9 +108,8 @@ def role_writer(data_dir: str, acks: str, idx: int) -> None:
 
 
 def role_deleter(data_dir: str, acks: str) -> None:
-    from flask_backend.store import FaceStore
 
-    store = FaceStore(data_dir)
+    store = _open(data_dir)
     log = AckLog(Path(acks) / "deleter.ack")
     for i in range(DELETER_PHOTOS):
         photo_id = f"d-{i:04d}"
@@ -113,9 +124,8 @@ def role_deleter(data_dir: str, acks: str) -> None:
 
 def role_reader(data_dir: str, acks: str, stop_file: str) -> None:
     from flask_backend.errors import ApiError
-    from flask_backend.store import FaceStore
 
-    store = FaceStore(data_dir, snapshot_min_faces=50, snapshot_refresh_fraction=0.2)
+    store = _open(data_dir, snapshot_min_faces=50, snapshot_refresh_fraction=0.2)
     ack_dir, stop = Path(acks), Path(stop_file)
     report = {"searches": 0, "violations": [], "max_faces_seen": 0, "vector_checks": 0}
     rng = np.random.default_rng(os.getpid())
@@ -166,35 +176,32 @@ def role_reader(data_dir: str, acks: str, stop_file: str) -> None:
 
 def role_first_open(data_dir: str, idx: int, go_file: str) -> None:
     """Wait for the signal, then open a store that may not exist yet and write at once."""
-    from flask_backend.store import FaceStore
 
     while not Path(go_file).exists():
         time.sleep(0.001)
-    store = FaceStore(data_dir)
+    store = _open(data_dir)
     photo_id = f"first-{idx}"
     store.put_photo(EVENT, photo_id, space(), records(photo_id))
     print(len(store.search(EVENT, space(), np.ones(DIM))), flush=True)
 
 
-def _spawn(*args: str, stdout=None) -> subprocess.Popen:
+def _spawn(*args: str, stdout=None, url: str | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, __file__, *args],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO), _URL_VAR: url or ""},
         cwd=REPO,
         stdout=stdout,
     )
 
 
 # --------------------------------------------------------------------------- the test
-def test_writers_deleter_and_readers_in_separate_processes(tmp_path: Path):
-    from flask_backend.store import FaceStore
-
+def test_writers_deleter_and_readers_in_separate_processes(tmp_path: Path, store_backend):
     data, acks, stop = tmp_path / "data", tmp_path / "acks", tmp_path / "stop"
     acks.mkdir()
-    FaceStore(data).close()  # create the schema once, like a deploy step would
-    readers = [_spawn("reader", str(data), str(acks), str(stop), stdout=subprocess.PIPE) for _ in range(READERS)]
-    writers = [_spawn("writer", str(data), str(acks), str(i)) for i in range(WRITERS)]
-    writers.append(_spawn("deleter", str(data), str(acks)))
+    store_backend.open(data).close()  # create the schema once, like a deploy step would
+    readers = [_spawn("reader", str(data), str(acks), str(stop), stdout=subprocess.PIPE, url=store_backend.url) for _ in range(READERS)]
+    writers = [_spawn("writer", str(data), str(acks), str(i), url=store_backend.url) for i in range(WRITERS)]
+    writers.append(_spawn("deleter", str(data), str(acks), url=store_backend.url))
     try:
         for w in writers:
             assert w.wait(timeout=120) == 0
@@ -219,7 +226,7 @@ def test_writers_deleter_and_readers_in_separate_processes(tmp_path: Path):
         assert report["max_faces_seen"] >= total * 0.9
 
     # Final state, seen by a fresh process: exact counts, nothing duplicated or lost.
-    store = FaceStore(data)
+    store = store_backend.open(data)
     listed = {p.photo_id: p.faces for p in store.list_photos(EVENT, "v2")}
     assert listed == expected
     hits = store.search(EVENT, space(), np.ones(DIM))
@@ -233,11 +240,9 @@ def test_writers_deleter_and_readers_in_separate_processes(tmp_path: Path):
     store.close()
 
 
-def test_many_processes_create_the_store_at_once(tmp_path: Path):
-    from flask_backend.store import FaceStore
-
+def test_many_processes_create_the_store_at_once(tmp_path: Path, store_backend):
     data, go = tmp_path / "fresh", tmp_path / "go"
-    procs = [_spawn("first_open", str(data), str(i), str(go), stdout=subprocess.PIPE) for i in range(6)]
+    procs = [_spawn("first_open", str(data), str(i), str(go), stdout=subprocess.PIPE, url=store_backend.url) for i in range(6)]
     time.sleep(0.5)  # let every interpreter start and wait on the signal
     go.touch()
     try:
@@ -248,7 +253,7 @@ def test_many_processes_create_the_store_at_once(tmp_path: Path):
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    store = FaceStore(data)
+    store = store_backend.open(data)
     assert {p.photo_id for p in store.list_photos(EVENT)} == {f"first-{i}" for i in range(6)}
     store.close()
 

@@ -1,6 +1,7 @@
 """Access tables in the store's database: API keys, event access, forget records, secrets.
 
-They live in the same database as the faces (so every host on one store shares keys, codes
+The SQL is portable (SQLite and PostgreSQL, store/sql.py's conventions; the PostgreSQL
+DDL is in store/postgres.py). They live in the same database as the faces (so every host on one store shares keys, codes
 and the forget log, and a move to another database takes them along). Every function takes
 an open connection; callers choose the transaction (``Database.read()`` / ``write()``).
 Nothing here ever holds a key, a code or an address in clear: only their hashes.
@@ -124,11 +125,12 @@ def set_access(c: sqlite3.Connection, event_id: str, mode: str, code_hash: str |
 # -- forget records ----------------------------------------------------------------------------
 def add_forget_record(c: sqlite3.Connection, event_id: str, client_hash: str, faces_removed: dict[str, int],
                       photos: list[str]) -> int:
-    cur = c.execute(
-        "INSERT INTO forget_requests (event_id, created_at, client_hash, faces_removed, photos) VALUES (?,?,?,?,?)",
+    row = c.execute(
+        "INSERT INTO forget_requests (event_id, created_at, client_hash, faces_removed, photos) VALUES (?,?,?,?,?) "
+        "RETURNING rid",
         (event_id, time.time(), client_hash, json.dumps(faces_removed, sort_keys=True), json.dumps(sorted(photos))),
-    )
-    return int(cur.lastrowid)  # type: ignore[arg-type]
+    ).fetchone()
+    return int(row[0])
 
 
 def forget_records(c: sqlite3.Connection, event_id: str, *, limit: int, before: int | None = None) -> list[dict]:
@@ -147,6 +149,6 @@ def forget_records(c: sqlite3.Connection, event_id: str, *, limit: int, before: 
 # -- secrets -------------------------------------------------------------------------------------
 def secret(c: sqlite3.Connection, name: str, nbytes: int = 32) -> bytes:
     """The named server secret, created on first use (the first writer wins; all hosts agree)."""
-    c.execute("INSERT OR IGNORE INTO access_secrets (name, value, created_at) VALUES (?,?,?)",
+    c.execute("INSERT INTO access_secrets (name, value, created_at) VALUES (?,?,?) ON CONFLICT (name) DO NOTHING",
               (name, secrets.token_bytes(nbytes), time.time()))
     return bytes(c.execute("SELECT value FROM access_secrets WHERE name=?", (name,)).fetchone()[0])

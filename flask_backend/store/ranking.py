@@ -22,14 +22,13 @@ never shift or repeat rows that were already served.
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from . import sql
 from .index import FlatIndex
 
 _NO_MATCH = -np.inf
@@ -144,20 +143,16 @@ def sparse_photo_ranks(flat: FlatIndex, pos: np.ndarray, scores: np.ndarray, spe
     return PhotoRanks(pids[first], rank[first], lambda sel: best[sel])
 
 
-def _photo_names(c: sqlite3.Connection, pids: np.ndarray, into: dict[int, tuple[str, str | None]]) -> None:
+def _photo_names(c: Any, pids: np.ndarray, into: dict[int, tuple[str, str | None]]) -> None:
     missing = [p for p in pids.tolist() if p not in into]
     if not missing:
         return
-    rows = c.execute(
-        "SELECT pid, photo_id, source_url FROM photos WHERE pid IN (SELECT value FROM json_each(?))",
-        (json.dumps(missing),),
-    ).fetchall()
-    for pid, photo_id, url in rows:
+    for pid, photo_id, url in sql.photo_names(c, missing):
         into[int(pid)] = (photo_id, url)
 
 
 def select(
-    c: sqlite3.Connection, ranks: PhotoRanks, limit: int, after: tuple[float, str] | None
+    c: Any, ranks: PhotoRanks, limit: int, after: tuple[float, str] | None
 ) -> tuple[np.ndarray, bool]:
     """Indices into ``ranks`` of the rows to return (unordered) and whether more follow.
 
@@ -191,7 +186,7 @@ def select(
 
 
 def page(
-    c: sqlite3.Connection,
+    c: Any,
     flat: FlatIndex,
     ranks: PhotoRanks,
     spec: RankSpec,
@@ -207,11 +202,7 @@ def page(
     face_ids = flat.ids[pos].tolist()
     meta: dict[int, Any] = {}
     if face_ids:
-        for r in c.execute(
-            "SELECT f.face_id, p.photo_id, p.source_url, f.x1, f.y1, f.x2, f.y2 FROM faces f "
-            "JOIN photos p ON p.pid = f.pid WHERE f.face_id IN (SELECT value FROM json_each(?))",
-            (json.dumps(face_ids),),
-        ):
+        for r in sql.page_rows(c, face_ids):
             meta[int(r[0])] = (r[1], r[2], (float(r[3]), float(r[4]), float(r[5]), float(r[6])))
     rows = []
     for i, face_id in zip(chosen.tolist(), face_ids, strict=True):

@@ -1,6 +1,7 @@
 """Thumbnails and ingest outcomes: tables in the store's database, next to the photos.
 
-They live in the same SQLite file as the faces, so every host serving the store has the
+They live in the same database as the faces (SQLite or PostgreSQL: portable SQL, the
+PostgreSQL DDL is in store/postgres.py), so every host serving the store has the
 thumbnails, and a delete of a photo or an event removes them in the same transaction as
 its faces (``FaceStore.delete_photo`` / ``delete_event`` call ``delete_photo_rows`` /
 ``delete_event_rows``). Every function takes an open connection; callers choose the
@@ -14,7 +15,6 @@ row per (event, photo), replaced at each attempt.
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -97,8 +97,10 @@ class Outcome:
 # -- thumbnails ---------------------------------------------------------------------------------
 def put_thumbnail(c: sqlite3.Connection, event_id: str, photo_id: str, thumb: Thumbnail) -> None:
     c.execute(
-        "INSERT OR REPLACE INTO thumbnails (event_id, photo_id, mime, data, etag, width, height, src_width, "
-        "src_height, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO thumbnails (event_id, photo_id, mime, data, etag, width, height, src_width, "
+        "src_height, created_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (event_id, photo_id) DO UPDATE SET "
+        "mime=excluded.mime, data=excluded.data, etag=excluded.etag, width=excluded.width, height=excluded.height, "
+        "src_width=excluded.src_width, src_height=excluded.src_height, created_at=excluded.created_at",
         (event_id, photo_id, thumb.mime, thumb.data, thumb.etag, thumb.width, thumb.height, thumb.src_width,
          thumb.src_height, time.time()),
     )
@@ -120,10 +122,12 @@ def thumbnail_infos(c: sqlite3.Connection, event_id: str, photo_ids: Sequence[st
     """{photo_id: info} for the photos that have a thumbnail, in one query (match rows)."""
     if not photo_ids:
         return {}
+    from .sql import in_texts  # not at import time: db.py imports this module for its schema
+
+    frag, param = in_texts(c, "photo_id", photo_ids)
     rows = c.execute(
-        "SELECT photo_id, etag, src_width, src_height FROM thumbnails WHERE event_id=? "
-        "AND photo_id IN (SELECT value FROM json_each(?))",
-        (event_id, json.dumps(list(photo_ids))),
+        f"SELECT photo_id, etag, src_width, src_height FROM thumbnails WHERE event_id=? AND {frag}",
+        (event_id, param),
     ).fetchall()
     return {r[0]: ThumbInfo(r[1], int(r[2]), int(r[3])) for r in rows}
 
@@ -143,8 +147,11 @@ def photos_without_thumbnail(c: sqlite3.Connection, event_id: str) -> list[tuple
 # -- outcomes -----------------------------------------------------------------------------------
 def put_outcome(c: sqlite3.Connection, o: Outcome) -> None:
     c.execute(
-        "INSERT OR REPLACE INTO ingest_outcomes (event_id, photo_id, status, code, message, source_url, via, origin, "
-        "faces, attempts, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO ingest_outcomes (event_id, photo_id, status, code, message, source_url, via, origin, "
+        "faces, attempts, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (event_id, photo_id) DO UPDATE SET "
+        "status=excluded.status, code=excluded.code, message=excluded.message, source_url=excluded.source_url, "
+        "via=excluded.via, origin=excluded.origin, faces=excluded.faces, attempts=excluded.attempts, "
+        "updated_at=excluded.updated_at",
         (o.event_id, o.photo_id, o.status, o.code, o.message, o.source_url, o.via, o.origin, o.faces, o.attempts,
          o.updated_at),
     )

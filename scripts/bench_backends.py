@@ -1,0 +1,179 @@
+"""SQLite vs PostgreSQL store backends, side by side (``bench_store --backend sqlite,postgres``).
+
+    .venv/bin/python -m scripts.bench_store --backend sqlite,postgres [--backend-sizes 10000,100000]
+                                            [--store-url postgresql://…]
+
+Without ``--store-url`` a private PostgreSQL cluster is started in a temp dir (Debian's
+package, as the tests do: tests/pg_fixtures.py). Per backend, dim 128, events of synthetic
+unit vectors (3 faces per photo, bulk ``put_photos``):
+
+  put p50/p99 empty | big   put_photo of one 3-face photo into an empty event / the largest one
+  search p50/p99 @N         FaceStore.search(limit=20) on an N-face event (catch-up included)
+  catch-up p50              the per-request check when nothing changed (one read transaction:
+                            the space's seq), i.e. the extra round trip of every match
+  cold db / cold snap       a NEW process (a new host): FaceStore() + first search of the
+                            largest event, from the database alone / from its snapshot
+  delete                    delete_event of the largest event (SQLite: + WAL checkpoint;
+                            PostgreSQL: + VACUUM)
+
+Targets: search p50 on PostgreSQL <= 1.2x SQLite at the largest size; cold start < 2 s.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+DIM = 128
+
+_COLD = r"""
+import sys, time, numpy as np
+t0 = time.perf_counter()
+from flask_backend.store import FaceStore, Space
+store = FaceStore(sys.argv[1], store_url=sys.argv[2] or None)
+store.search("big", Space("v2", "bench", "bench_model", int(sys.argv[3])), np.ones(int(sys.argv[3])), limit=20)
+print(time.perf_counter() - t0)
+"""
+
+
+def _pct(values: list[float], p: float) -> float:
+    return float(np.percentile(np.asarray(values) * 1000, p))
+
+
+def _cold(data_dir: Path, url: str | None) -> float:
+    out = subprocess.run([sys.executable, "-c", _COLD, str(data_dir), url or "", str(DIM)], cwd=REPO,
+                         capture_output=True, text=True, check=True, timeout=600)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _faces(rng, n: int):
+    from flask_backend.store import FaceRecord
+
+    x = rng.standard_normal((n, DIM)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return [FaceRecord(v, (0.0, 0.0, 1.0, 1.0), 0.9) for v in x]
+
+
+def run_backend(name: str, url: str | None, sizes: list[int], queries: int, puts: int) -> dict:
+    from flask_backend.store import FaceStore, Space, sql
+
+    space = Space("v2", "bench", "bench_model", DIM)
+    rng = np.random.default_rng(0)
+    root = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    row: dict = {"backend": name}
+    try:
+        host = root / "host1"
+        store = FaceStore(host, store_url=url, snapshot_min_faces=10_000)
+        for n in sizes:
+            ev = "big" if n == max(sizes) else f"ev{n}"
+            faces = _faces(rng, n)
+            t0 = time.perf_counter()
+            for start in range(0, n, 9000):
+                chunk = faces[start:start + 9000]
+                store.put_photos(ev, space, [(f"p{start + i}", chunk[i:i + 3], None) for i in range(0, len(chunk), 3)])
+            row[f"build@{n}"] = time.perf_counter() - t0
+            qs = [faces[i].embedding + 0.05 * rng.standard_normal(DIM) for i in rng.integers(0, n, queries + 3)]
+            store.search(ev, space, qs[0], limit=20)  # load the cache (and write the snapshot)
+            times = []
+            for q in qs[1:]:
+                t = time.perf_counter()
+                store.search(ev, space, q, limit=20)
+                times.append(time.perf_counter() - t)
+            row[f"search@{n}"] = times
+        empty, big = [], []
+        for i in range(puts):
+            for ev, out in (("empty", empty), ("big", big)):
+                f = _faces(rng, 3)
+                t = time.perf_counter()
+                store.put_photo(ev, f"put{i}", space, f)
+                out.append(time.perf_counter() - t)
+        row["put empty"], row["put big"] = empty, big
+        store.search("big", space, np.ones(DIM), limit=20)
+        store.write_snapshot("big", "v2")
+        catch = []
+        for _ in range(queries):
+            t = time.perf_counter()
+            with store.db.read() as c:
+                sql.space_row(c, "big", "v2")
+            catch.append(time.perf_counter() - t)
+        row["catch-up"] = catch
+        store.close()
+        # a new host: its own data dir. SQLite's truth lives in the data dir, so its "new host"
+        # is the same files without the snapshot.
+        fresh = root / "host2"
+        if url:
+            row["cold db"] = _cold(fresh, url)
+            snap = root / "host3"
+            shutil.copytree(host / "v2", snap / "v2")
+            row["cold snap"] = _cold(snap, url)
+        else:
+            row["cold snap"] = _cold(host, None)
+            for p in (host / "v2").glob("big.*"):
+                p.unlink()
+            row["cold db"] = _cold(host, None)
+        store = FaceStore(host, store_url=url)
+        t = time.perf_counter()
+        store.delete_event("big")
+        row["delete"] = time.perf_counter() - t
+        store.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return row
+
+
+def _start_cluster():
+    sys.path.insert(0, str(REPO))
+    from tests.pg_fixtures import PostgresCluster
+
+    cluster = PostgresCluster()
+    cluster.start()
+    return cluster
+
+
+def main(backends: list[str], sizes: list[int], url: str | None, queries: int = 50, puts: int = 30) -> int:
+    cluster = None
+    rows = []
+    try:
+        for name in backends:
+            if name == "postgres" and not url:
+                cluster = _start_cluster()
+                url = cluster.new_database()
+            rows.append(run_backend(name, url if name == "postgres" else None, sizes, queries, puts))
+    finally:
+        if cluster is not None:
+            cluster.close()
+    big = max(sizes)
+
+    def pp(v) -> str:
+        return f"{_pct(v, 50):7.2f} / {_pct(v, 99):7.2f}"
+
+    print(f"\nstore backends, dim {DIM}, times in ms (p50 / p99), cold starts and delete in s")
+    cols = ["put empty", "put big"] + [f"search@{n}" for n in sizes] + ["catch-up"]
+    print(f"{'backend':10}" + "".join(f"{c:>20}" for c in cols) + f"{'cold db':>10}{'cold snap':>10}{'delete':>9}")
+    for r in rows:
+        print(f"{r['backend']:10}" + "".join(f"{pp(r[c]):>20}" for c in cols)
+              + f"{r['cold db']:10.2f}{r['cold snap']:10.2f}{r['delete']:9.2f}")
+    ok = True
+    by = {r["backend"]: r for r in rows}
+    if "sqlite" in by and "postgres" in by:
+        ratio = _pct(by["postgres"][f"search@{big}"], 50) / _pct(by["sqlite"][f"search@{big}"], 50)
+        passed = ratio <= 1.2
+        ok &= passed
+        print(f"search p50 at {big} faces, PostgreSQL / SQLite: {ratio:.2f} (target <= 1.2): {'ok' if passed else 'MISSED'}")
+    for r in rows:
+        cold = max(r["cold db"], r["cold snap"])
+        passed = cold < 2.0
+        ok &= passed
+        print(f"{r['backend']}: new host's first match of the {big}-face event: db {r['cold db']:.2f}s, "
+              f"snapshot {r['cold snap']:.2f}s (target < 2 s): {'ok' if passed else 'MISSED'}")
+    print(json.dumps({r["backend"]: {k: (v if isinstance(v, float) else _pct(v, 50)) for k, v in r.items()
+                                     if k != "backend"} for r in rows}))
+    return 0 if ok else 1

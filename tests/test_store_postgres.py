@@ -1,0 +1,181 @@
+"""PostgreSQL as the store's truth for several hosts (each with its own data dir): what only
+PostgreSQL has (a server that can go away and come back, VACUUM), on a private cluster."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+
+from flask_backend.store import FaceRecord, FaceStore, Space, StorageUnavailable
+from tests.pg_fixtures import PostgresCluster
+
+DIM = 32
+V2 = Space("v2", "insightface", "det500m_mbf128", DIM)
+
+
+def faces(seed: int, n: int = 1) -> list[FaceRecord]:
+    rng = np.random.default_rng(seed)
+    return [FaceRecord(rng.standard_normal(DIM), (1, 2, 3, 4), 0.9) for _ in range(n)]
+
+
+def blobs(url: str, event_id: str, photo_id: str | None = None) -> list[bytes]:
+    sql = ("SELECT f.embedding FROM faces f JOIN photos p ON p.pid = f.pid JOIN spaces s ON s.sid = p.sid "
+           "WHERE s.event_id=%s" + (" AND p.photo_id=%s" if photo_id else ""))
+    with psycopg.connect(url) as c:
+        return [bytes(r[0]) for r in c.execute(sql, (event_id, photo_id) if photo_id else (event_id,))]
+
+
+def files_holding(data_dir: Path, needle: bytes) -> list[str]:
+    return [str(p.relative_to(data_dir)) for p in sorted(data_dir.rglob("*")) if p.is_file() and needle in p.read_bytes()]
+
+
+def test_delete_on_one_host_removes_embeddings_from_the_database_and_every_hosts_snapshot(postgres_cluster, tmp_path):
+    url = postgres_cluster.new_database()
+    a = FaceStore(tmp_path / "a", store_url=url, snapshot_min_faces=1)
+    b = FaceStore(tmp_path / "b", store_url=url, snapshot_min_faces=1)
+    for p in range(60):
+        a.put_photo("ev", f"p{p}", V2, faces(p, 1 + p % 2))
+    a.put_photo("keep", "k", V2, faces(999, 2))
+    q = np.ones(DIM)
+    assert len(b.search("ev", V2, q)) == sum(1 + p % 2 for p in range(60))  # B's own snapshot now
+    assert (tmp_path / "b" / "v2" / "ev.faiss").exists()
+    target = blobs(url, "ev", "p7")
+    assert len(target) == 2 and all(files_holding(tmp_path / "b", t) for t in target)
+
+    assert a.delete_photo("ev", "p7") == {"v2": 2}
+    assert blobs(url, "ev", "p7") == []
+    assert "p7" not in {h.photo_id for h in b.search("ev", V2, q)}  # B's next answer
+    for t in target:  # B's next search also dropped the snapshot holding them (and rewrote a clean one)
+        assert files_holding(tmp_path / "b", t) == []
+        assert files_holding(tmp_path / "a", t) == []
+
+    everything = blobs(url, "ev")
+    assert a.delete_event("ev") == {"v2": len(everything)}
+    with psycopg.connect(url) as c:
+        assert c.execute("SELECT COUNT(*) FROM faces f JOIN spaces s ON s.sid = f.sid WHERE s.event_id='ev'"
+                         ).fetchone()[0] == 0
+        # VACUUM ran after the event delete: no dead row version of a face is left in the table
+        c.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
+        pages = c.execute("SELECT pg_relation_size('faces') / current_setting('block_size')::int").fetchone()[0]
+        dead = 0
+        for page in range(pages):
+            dead += c.execute(
+                "SELECT COUNT(*) FROM heap_page_items(get_raw_page('faces', %s)) "
+                "WHERE t_data IS NOT NULL AND t_xmax <> 0", (page,)).fetchone()[0]
+        assert dead == 0
+    assert blobs(url, "keep") and len(b.search("keep", V2, q)) == 2
+    with pytest.raises(Exception) as exc:
+        b.search("ev", V2, q)
+    assert getattr(exc.value, "code", "") == "unknown_event"
+    assert not (tmp_path / "b" / "v2" / "ev.faiss").exists()
+    a.close()
+    b.close()
+
+
+@pytest.fixture()
+def own_cluster():
+    """A cluster this test may stop and restart (the session one is shared)."""
+    cluster = PostgresCluster()
+    cluster.start()
+    yield cluster
+    cluster.close()
+
+
+def test_database_down_is_storage_unavailable_fast_and_recovery_needs_no_restart(own_cluster, tmp_path):
+    url = own_cluster.new_database()
+    store = FaceStore(tmp_path / "host", store_url=url, connect_timeout_s=2.0)
+    acked = []
+    for p in range(20):
+        store.put_photo("ev", f"p{p}", V2, faces(p))
+        acked.append(f"p{p}")
+    assert len(store.search("ev", V2, np.ones(DIM))) == 20
+
+    own_cluster.stop("immediate")  # a crash of the database host, not a clean shutdown
+    for call in (lambda: store.put_photo("ev", "during", V2, faces(77)),
+                 lambda: store.search("ev", V2, np.ones(DIM)),
+                 lambda: store.event_summary("ev")):
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable) as exc:
+            call()
+        assert time.monotonic() - started < 10  # the connect timeout, never a hang
+        assert exc.value.code == "storage_unavailable"
+    assert store.health.status()["reason"].startswith("storage_unavailable")
+
+    own_cluster.start()  # crash recovery replays the WAL: every acknowledged commit is back
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            store.put_photo("ev", "after", V2, faces(78))
+            break
+        except StorageUnavailable:
+            assert time.monotonic() < deadline, "the store did not recover by itself"
+            time.sleep(0.2)
+    listed = {p.photo_id for p in store.list_photos("ev")}
+    assert set(acked) | {"after"} <= listed and "during" not in listed
+    assert len(store.search("ev", V2, np.ones(DIM))) == 21
+    assert store.health.status()["ok"]
+    store.close()
+
+
+def test_restart_under_traffic_answers_unavailable_then_recovers_losing_nothing(own_cluster, tmp_path):
+    url = own_cluster.new_database()
+    writer = FaceStore(tmp_path / "w", store_url=url, connect_timeout_s=2.0, pool_max=2)
+    reader = FaceStore(tmp_path / "r", store_url=url, connect_timeout_s=2.0, pool_max=2)
+    acked: list[str] = []
+    outcomes: dict[str, int] = {}
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def note(kind: str) -> None:
+        with lock:
+            outcomes[kind] = outcomes.get(kind, 0) + 1
+
+    def write() -> None:
+        i = 0
+        while not stop.is_set():
+            try:
+                writer.put_photo("ev", f"w{i}", V2, faces(i))
+                acked.append(f"w{i}")
+                note("write_ok")
+                i += 1
+            except StorageUnavailable:
+                note("write_unavailable")
+                time.sleep(0.05)
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                reader.search("ev", V2, np.ones(DIM), limit=3)
+                note("read_ok")
+            except StorageUnavailable:
+                note("read_unavailable")
+                time.sleep(0.05)
+            except Exception as exc:  # noqa: BLE001 - anything else is a failure of the test
+                if getattr(exc, "code", "") != "unknown_event":
+                    note(f"other:{type(exc).__name__}")
+
+    threads = [threading.Thread(target=write), threading.Thread(target=read)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    own_cluster.restart()
+    time.sleep(2.0)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert not [k for k in outcomes if k.startswith("other")], outcomes
+    assert outcomes.get("write_ok", 0) > 5 and outcomes.get("read_ok", 0) > 5
+    fresh = FaceStore(tmp_path / "fresh", store_url=url)
+    listed = {p.photo_id for p in fresh.list_photos("ev")}
+    fresh.close()
+    assert set(acked) <= listed  # nothing acknowledged was lost
+    after = len(acked)
+    writer.put_photo("ev", "final", V2, faces(10**6))
+    assert len(reader.search("ev", V2, np.ones(DIM))) >= after + 1
+    writer.close()
+    reader.close()
