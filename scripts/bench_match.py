@@ -21,22 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from scripts.bench_store import _pct, _timed
+
 FACES_PER_PHOTO = 3
-
-
-def _pct(values, p):
-    return float(np.percentile(np.asarray(values), p)) if len(values) else float("nan")
-
-
-def _timed(fn, queries, warmup=2):
-    for q in queries[:warmup]:
-        fn(q)
-    out = []
-    for q in queries:
-        t = time.perf_counter()
-        fn(q)
-        out.append((time.perf_counter() - t) * 1000.0)
-    return out
 
 
 def _put_matrix(store, space, x, event="bench", batch=3000):
