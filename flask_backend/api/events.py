@@ -61,7 +61,7 @@ def forget(event_id: str):
     svc = services()
     validate_event_id(event_id)
     fields = Fields()
-    codes.require_attendee(svc, event_id, codes.given_code(fields.text("event_code", max_len=256)))
+    codes.require_attendee(svc, event_id, fields.event_code())
     for name in ("threshold", "tolerance"):  # the bar is the server's: refuse loudly, never ignore
         if fields.raw(name, None) is not None:
             raise errors.field_not_allowed(name, "the forget bar is set by the server (FACEMATCH_FORGET_THRESHOLD)")

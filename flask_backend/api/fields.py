@@ -15,7 +15,7 @@ from typing import Any
 from flask import current_app, request
 
 from .. import errors
-from ..access import keys
+from ..access import codes, keys
 from ..imaging import decode_base64_image
 from ..services import Services
 
@@ -69,6 +69,10 @@ class Fields:
         if len(value) > max_len:
             raise errors.invalid_field(f"'{name}' is longer than {max_len} characters")
         return value
+
+    def event_code(self) -> str | None:
+        """The event's access code: header ``X-Event-Code``, else field ``event_code``."""
+        return codes.given_code(self.text("event_code", max_len=256))
 
     def number(self, name: str, default: float | None, *, lo: float, hi: float, integer: bool = False) -> float | None:
         """A number within [lo, hi]; JSON null / "null" give None (meaning "no limit")."""

@@ -64,7 +64,7 @@ def photos_zip(event_id: str):
     svc = services()
     validate_event_id(event_id)
     fields = Fields()
-    codes.require_attendee(svc, event_id, codes.given_code(fields.text("event_code", max_len=256)))
+    codes.require_attendee(svc, event_id, fields.event_code())
     ids = _photo_ids(fields, svc.settings.zip_max_photos)
     if not svc.store.event_exists(event_id):
         raise errors.unknown_event(event_id)
@@ -85,7 +85,7 @@ def download(event_id: str, photo_id: str):
     validate_event_id(event_id)
     validate_photo_id(photo_id)
     fields = Fields()
-    codes.require_attendee(svc, event_id, codes.given_code(fields.text("event_code", max_len=256)))
+    codes.require_attendee(svc, event_id, fields.event_code())
     urls = source_urls(event_id, [photo_id])
     if photo_id not in urls:
         raise errors.unknown_photo(event_id, photo_id)
