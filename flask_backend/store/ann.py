@@ -129,24 +129,24 @@ class AnnIndex:
     def scan(self, code: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, Hamming distances) of the scanned half's codes within ``radius`` (inclusive), ascending.
 
-        faiss's ``match_hamming_thres``: one sequential pass, no OpenMP region (IndexBinaryFlat's
-        range search opens one per call and builds result objects), blocks of ``_CHUNK`` codes
-        so the output buffers stay small whatever the event's size."""
+        faiss's ``hammings`` (its SIMD Hamming kernel, ~20% faster here than ``match_hamming_thres``
+        and than IndexBinaryFlat's range search, which also builds result objects) over blocks of
+        ``_CHUNK`` codes, so each block's distances are cut while still in cache."""
         n = len(self.codes)
         if n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int32)
         faiss = get_faiss()
         sp = faiss.swig_ptr
         step = min(n, _CHUNK)
-        pairs, dist = np.empty(2 * step, np.int64), np.empty(step, np.int32)
+        dist = np.empty(step, np.int32)
         rows, dists = [], []
         for s in range(0, n, step):
             k = min(step, n - s)
-            m = faiss.match_hamming_thres(sp(code), sp(self.codes[s : s + k]), 1, k, int(radius), self.codes.shape[1],
-                                          sp(pairs), sp(dist))
-            if m:
-                rows.append(pairs[1 : 2 * m : 2] + s)
-                dists.append(dist[:m].copy())
+            faiss.hammings(sp(code), sp(self.codes[s : s + k]), 1, k, self.codes.shape[1], sp(dist))
+            hit = np.flatnonzero(dist[:k] <= radius)
+            if len(hit):
+                rows.append(hit + s)
+                dists.append(dist[hit])
         if not rows:
             return np.zeros(0, np.int64), np.zeros(0, np.int32)
         return np.concatenate(rows), np.concatenate(dists)
