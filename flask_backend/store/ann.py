@@ -1,22 +1,32 @@
 """Approximate search for large events: sign codes (SimHash) scanned in Hamming space, exact scores on top.
 
 Exact search stays the default. An event with at least ``ann_min_faces`` faces may have an
-approximate index, ``<data>/<space>/ann/<event>.npz`` (+ ``.json``): one B-bit code per face,
-the signs of its projection on B random Gaussian directions (B = dim rounded up to 64, at
-least 256; the directions come from a seed kept in the meta). The Hamming distance of two
-codes estimates the angle between the vectors: P(bit differs) = angle / pi. A search scans
-the codes with faiss's ``IndexBinaryFlat`` range search (64 bytes per 512-d face instead of
-2 KB: memory traffic, what an exact scan is bound by, drops 32x), keeps the faces within
-``radius`` = the Hamming distance expected at the threshold's angle plus ``sigmas`` standard
-deviations, and rescores those candidates exactly from the cache's own float32 matrix, so
-scores, ranking and the threshold test stay exact; only recall is approximate (a matching
-face whose code strays beyond the radius is missed: at exactly the threshold that happens
-with probability ~2% for 2 sigmas, and far less for the typical, clearly similar, match).
+approximate index, ``<data>/<space>/ann/<event>.npz`` (+ ``.json``): one 1024-bit code per face,
+the signs of its projections on 1024 random Gaussian directions (from a seed kept in the meta).
+The Hamming distance of two codes estimates the angle between the vectors: P(bit differs) =
+angle / pi, so the spread of the estimate depends on the bits only, not on the dimension.
+
+A search (``search``), in three cuts, each cheaper per face than the next:
+
+1. scan the first 512 bits of every code (faiss's SIMD Hamming kernel over blocks; 64 bytes a
+   face instead of 2 KB at 512-d: memory traffic, what an exact scan is bound by, drops 32x) and
+   keep the faces within ``radius(bound, 512, sigmas)``;
+2. for those, add the distance on the other 512 bits (64 bytes each, gathered) and keep the
+   faces within ``radius(bound, 1024, sigmas)``: this drops most of the unrelated faces that
+   strayed inside the first radius, before any 2 KB row is read;
+3. rescore the rest exactly against the cache's own float32 rows (in place, no copy).
+
+Scores, ranking and the threshold test stay exact; only recall is approximate. ``radius`` is
+the distance expected at the threshold's angle plus ``sigmas`` standard deviations; at the
+default 2.8 a face *exactly* at the threshold is missed with probability <= 0.5% (both cuts
+together, measured by tests/test_store_ann.py and bench_store --ann), so recall >= 0.995 holds
+whatever the data, and a typical match, far above the threshold, is practically never missed.
 
 Why not IVF or HNSW: on the benchmark's face-like data (identities of ~10 faces, same-person
 cosine ~0.65, 512-d), IVF-SQ8 reached recall 0.94 at nprobe 24 and HNSW-SQ 0.92 at efSearch
-128; this reached 1.0 at a few ms (scripts/bench_store.py --ann prints the comparison's
-current figures for this index).
+128. Nor bucketing / multi-probe LSH: at a 0.35 threshold a matching face differs from the
+query in ~39% of its bits (an unrelated one in 50%), so no short prefix of the code can be
+trusted to agree and every bucket would have to be probed.
 
 Built and refreshed by writers (``FaceStore.build_ann``: the worker / bulk CLI after their
 writes, ``write_snapshot``), never on a request. Faces added after the build (ids above the
@@ -64,9 +74,9 @@ class AnnPaths:
 
 def n_bits(dim: int) -> int:
     """Bits per face: 1024, whatever the dimension (the spread of a sign-code estimate depends
-    on its bits only). 512 are scanned: faiss's threshold scan takes at most 64 bytes, and fewer
-    let too many unrelated faces through (at 128-d and a 0.35 threshold, 256 bits pass ~12% of an
-    event, 512 bits ~2.5%); the other 512 refine the scan's candidates."""
+    on its bits only). 512 are scanned: fewer let too many unrelated faces through (at 128-d and a
+    0.35 threshold, 256 bits pass ~12% of an event, 512 bits ~2.5%), more cost scan time; the
+    other 512 refine the scan's candidates."""
     return SCAN_BITS + REFINE_BITS
 
 
@@ -103,6 +113,7 @@ class AnnIndex:
         """The (dim,) float32 query's code halves; faiss's single-threaded kernel (no BLAS threads)."""
         if self.proj_t is None:
             self.proj_t = np.ascontiguousarray(self.proj.T)
+        q = np.ascontiguousarray(q, dtype=np.float32)
         faiss = get_faiss()
         out = np.empty(self.bits, np.float32)
         faiss.fvec_inner_products_ny(faiss.swig_ptr(out), faiss.swig_ptr(q), faiss.swig_ptr(self.proj_t),
