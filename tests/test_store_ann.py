@@ -144,3 +144,27 @@ def test_a_cache_with_masked_rows_rescores_each_candidate_against_its_own_vector
     finally:
         writer.close()
         searcher.close()
+
+
+def test_an_index_of_another_code_length_is_not_used_and_is_due_for_a_rebuild(tmp_path):
+    """Files written by an earlier version (256/512-bit codes, no refining half) stay unused
+    (exact search) until a writer rebuilds them, which it does on its next pass."""
+    import json
+
+    store = FaceStore(tmp_path, ann_min_faces=1_000, snapshot_min_faces=10**9)
+    try:
+        x, _, _ = clustered(3_000, DIM, np.random.default_rng(5))
+        _put(store, x)
+        assert store.build_ann("big", "v2")
+        paths = AnnPaths.of(store.data_dir, "v2", "big")
+        meta = json.loads(paths.meta.read_text())
+        with np.load(paths.index) as z:
+            ids = z["ids"]
+        with open(paths.index, "wb") as fh:
+            np.savez(fh, codes=np.zeros((len(ids), 32), np.uint8), ids=ids)  # the old 256-bit layout
+        paths.meta.write_text(json.dumps(dict(meta, bits=256)))
+        assert _photos(store, x[10])[1] == {"exact"}
+        assert store.build_ann("big", "v2", only_if_due=True), "an index of another code length is due"
+        assert _photos(store, x[10])[1] == {"approximate"}
+    finally:
+        store.close()
