@@ -140,7 +140,7 @@ def threshold_miss(dim: int, threshold: float, sigmas: float, seed: int = 7, que
         u -= np.outer(u @ q, q)
         u /= np.linalg.norm(u, axis=1, keepdims=True)
         x = (threshold * q + np.sqrt(1 - threshold**2) * u).astype(np.float32)
-        missed += faces - len(ann.build(x, np.arange(faces)).candidates(q, threshold, sigmas))
+        missed += faces - len(ann.build(x, np.arange(faces)).candidates(q, threshold, sigmas, max_fraction=1.0))
     return missed / (queries * faces)
 
 

@@ -107,7 +107,7 @@ def test_a_face_exactly_at_the_threshold_is_missed_at_most_half_a_percent_at_the
         u /= np.linalg.norm(u, axis=1, keepdims=True)
         x = (THRESHOLD * q + np.sqrt(1 - THRESHOLD**2) * u).astype(np.float32)
         index = ann.build(x, np.arange(len(x)))
-        found = index.candidates(q, THRESHOLD, ann.DEFAULT_SIGMAS)
+        found = index.candidates(q, THRESHOLD, ann.DEFAULT_SIGMAS, max_fraction=1.0)  # all of them are at it
         missed += len(x) - len(found)
         total += len(x)
     assert missed / total <= 0.005, missed / total
@@ -168,3 +168,16 @@ def test_an_index_of_another_code_length_is_not_used_and_is_due_for_a_rebuild(tm
         assert _photos(store, x[10])[1] == {"approximate"}
     finally:
         store.close()
+
+
+def test_a_threshold_that_lets_much_of_the_event_through_is_searched_exactly(event):
+    """At threshold 0.0 half of all faces qualify: the approximate path would rescore most of
+    the event, so the search runs exactly and says so, with exact search's rows."""
+    store, _x, queries = event
+    spec = RankSpec(0.0)
+    page = store.match("big", SPACE, queries[1], spec, limit=50)
+    assert page.search == "exact" and page.total > N // 10
+    store.ann_min_faces = 0
+    exact = store.match("big", SPACE, queries[1], spec, limit=50)
+    store.ann_min_faces = 10_000
+    assert [(r.photo_id, r.score) for r in page.rows] == [(r.photo_id, r.score) for r in exact.rows]

@@ -32,7 +32,8 @@ Built and refreshed by writers (``FaceStore.build_ann``: the worker / bulk CLI a
 writes, ``write_snapshot``), never on a request. Faces added after the build (ids above the
 file's ``max_id``) are scanned exactly; faces deleted since are dropped by the cache's mask,
 and deletes remove the files (codes are derived from the vectors). When the unindexed tail
-outgrows ``MAX_TAIL_FRACTION`` the search is exact again until a rebuild. The match body
+outgrows ``MAX_TAIL_FRACTION`` the search is exact again until a rebuild, and so is one whose
+scan passes more than ``MAX_CANDIDATE_FRACTION`` of the event (a low threshold). The match body
 says which one ran: ``search: "exact" | "approximate"``.
 """
 
@@ -54,6 +55,7 @@ from .index import FlatIndex, get_faiss
 from .ranking import RankSpec
 
 MAX_TAIL_FRACTION = 0.10
+MAX_CANDIDATE_FRACTION = 0.125  # the scan passed more of the event than this: search exactly instead
 REFRESH_FRACTION = 0.05  # writers rebuild once the tail reaches this share of the faces
 DEFAULT_SIGMAS = 2.8  # a face exactly at the threshold is missed with probability <= 0.5% (both radii)
 SCAN_BITS = REFINE_BITS = 512
@@ -122,12 +124,20 @@ class AnnIndex:
         half = SCAN_BITS // 8
         return code[None, :half].copy(), code[None, half:].copy()
 
-    def candidates(self, q: np.ndarray, bound: float, sigmas: float) -> np.ndarray:
+    def candidates(
+        self, q: np.ndarray, bound: float, sigmas: float, max_fraction: float = MAX_CANDIDATE_FRACTION
+    ) -> np.ndarray | None:
         """Index rows (ascending) whose codes are within both radii at the cosine ``bound``:
         the scanned half within its own, then the whole code, halves summed, within the radius
-        of twice the bits (read for the scan's candidates only: 64 bytes each, not a 2 KB row)."""
+        of twice the bits (read for the scan's candidates only: 64 bytes each, not a 2 KB row).
+
+        None when the scan passes more than ``max_fraction`` of the faces (a low
+        threshold, e.g. 0.0, or a query close to a large share of the event): exact search is
+        then the cheaper one."""
         code, code_refine = self.query_code(q)
         rows, dist = self.scan(code, radius(bound, SCAN_BITS, sigmas))
+        if len(rows) > max_fraction * max(1, len(self.codes)):
+            return None
         if len(rows) == 0:
             return rows
         faiss = get_faiss()
@@ -309,6 +319,8 @@ def search(
     keep_from = bound - 1e-6  # the exact test is the caller's; this only drops what cannot qualify
     with one_thread():
         rows = index.candidates(q, bound, cache.sigmas)
+        if rows is None:
+            return None
         pos = positions(index, flat, rows, tail_start)
         scores = rescore(flat, q, pos)
     keep = scores >= keep_from
