@@ -23,7 +23,7 @@ never shift or repeat rows that were already served.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,7 @@ class MatchPage:
     total: int  # photos that qualify (all pages)
     more: bool  # rows remain after the last one returned
     search: str  # "exact" | "approximate"
+    thumbs: dict[str, Any] = field(default_factory=dict)  # photo_id -> ThumbInfo, when asked for
 
 
 class PhotoRanks:
