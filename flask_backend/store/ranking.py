@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -43,8 +43,9 @@ class RankSpec:
     query_norm: float | None = None
 
 
-@dataclass(frozen=True)
-class PhotoRow:
+class PhotoRow(NamedTuple):
+    """One result row (a tuple: pages build up to hundreds per request)."""
+
     photo_id: str
     rank: float
     score: float  # cosine (v2) or 1 - distance (v1)
@@ -266,19 +267,14 @@ def page(
     chosen, more = select(c, ranks, limit, after)
     pos = ranks.best_pos(chosen) if len(chosen) else np.zeros(0, np.int64)
     face_ids = flat.ids[pos].tolist()
-    meta: dict[int, Any] = {}
-    if face_ids:
-        for r in sql.page_rows(c, face_ids):
-            meta[int(r[0])] = (r[1], r[2], (float(r[3]), float(r[4]), float(r[5]), float(r[6])))
+    meta = sql.page_rows(c, face_ids) if face_ids else {}
+    v1 = spec.query_norm is not None
     rows = []
-    for i, face_id in zip(chosen.tolist(), face_ids, strict=True):
+    for r, face_id in zip(ranks.rank[chosen].tolist(), face_ids, strict=True):
         m = meta.get(face_id)
         if m is None:  # cannot happen inside one read transaction; never invent data
             continue
-        r = float(ranks.rank[i])
-        if spec.query_norm is None:
-            rows.append(PhotoRow(m[0], r, r, None, face_id, m[2], m[1]))
-        else:
-            rows.append(PhotoRow(m[0], r, 1.0 + r, -r, face_id, m[2], m[1]))
+        bbox = (float(m.x1), float(m.y1), float(m.x2), float(m.y2))
+        rows.append(PhotoRow(m.photo_id, r, 1.0 + r if v1 else r, -r if v1 else None, face_id, bbox, m.source_url))
     rows.sort(key=lambda row: (-row.rank, row.photo_id))
     return MatchPage(rows, len(ranks.rank), more, search)
