@@ -1,5 +1,6 @@
 """The app's JSON: orjson, because every match request parses a vector of floats and answers
-up to hundreds of rows (the standard library costs ~9x more for both; see README "Load").
+up to hundreds of rows (the standard library costs ~9x more for both: 34 vs 4 µs to parse a 128-d match body,
+217 vs 25 µs to write a 100-row page).
 
 Same meaning as Flask's default provider: UTF-8 JSON, dataclasses and numpy values
 serialised, keys in insertion order. Bodies orjson refuses (NaN / Infinity literals, integers
