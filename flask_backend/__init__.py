@@ -23,13 +23,14 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     from . import access, metrics, web
     from .api import dashboard, errors, event_access, events, health, photos, v1, v2, verify
     from .services import Services
+    from .web.json import OrjsonProvider
 
     settings = config if isinstance(config, Settings) else Settings.from_env(**dict(config or {}))
     configure_logging(settings.log_level)
     app = Flask(__name__)
+    app.json = OrjsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_request_bytes
-    app.json.sort_keys = False
     app.extensions["facematch"] = Services(settings)
 
     @app.before_request

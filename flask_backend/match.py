@@ -130,9 +130,8 @@ def run_match(services: Services, plan: MatchPlan, *, mode: str, limit: int, cur
     ranked from arrays in the store; metadata (bbox, URL) is read for the returned rows only."""
     after = decode_cursor(cursor) if mode == "all" and cursor else None
     found = services.store.match(plan.event_id, services.space(plan.space), plan.query, plan.spec,
-                                 limit=limit, after=after)
-    # thumbnail fields: one more query for all the rows (thumbnails.row_fields)
-    rows = thumbnails.row_fields(services, plan.event_id, [row_json(r, plan.space) for r in found.rows])
+                                 limit=limit, after=after, thumbnails=services.settings.thumbnail_side > 0)
+    rows = thumbnails.row_fields(services, plan.event_id, [row_json(r, plan.space) for r in found.rows], found.thumbs)
     if mode != "all":
         return MatchResult(rows, None, None, found.search)
     next_cursor = encode_cursor(found.rows[-1]) if found.more and found.rows else None

@@ -2,7 +2,7 @@
 served to attendees instead of the multi-megabyte originals.
 
 - ``make_for(services, img)`` / ``save(...)``: the two calls ``ingest.ingest_photo`` makes.
-- ``row_fields(...)``: the ``thumbnail_url`` (and original size) of many match rows, one query.
+- ``row_fields(...)``: the ``thumbnail_url`` (and original size) of many match rows.
 - On a ``code`` event a thumbnail needs the code, like match. An ``<img>`` cannot send a header,
   so the match answer (which already passed the code check) signs each ``thumbnail_url``:
   ``exp`` + an HMAC under a server secret kept in the store (every host agrees), valid
@@ -61,11 +61,6 @@ def get(services: Services, event_id: str, photo_id: str) -> Thumbnail | None:
         return thumbnails_db.get_thumbnail(c, event_id, photo_id)
 
 
-def infos(services: Services, event_id: str, photo_ids: Sequence[str]) -> dict[str, ThumbInfo]:
-    with services.store.db.read() as c:
-        return thumbnails_db.thumbnail_infos(c, event_id, photo_ids)
-
-
 def thumbnail_path(event_id: str, photo_id: str, etag: str, signed: str = "") -> str:
     """Relative URL of a stored thumbnail; ``v`` (its ETag) changes when the photo is re-ingested."""
     path = f"/api/v2/events/{quote(event_id, safe='')}/photos/{quote(photo_id, safe='')}/thumbnail?v={etag[:12]}"
@@ -117,10 +112,10 @@ def cloudinary_url(source_url: str | None, side: int) -> str | None:
     return f"{m.group(1)}w_{side},c_limit/{m.group(2)}" if m else None
 
 
-def row_fields(services: Services, event_id: str, rows: Sequence[dict]) -> list[dict]:
+def row_fields(services: Services, event_id: str, rows: Sequence[dict], found: dict[str, ThumbInfo]) -> list[dict]:
     """``rows`` (match rows with ``photo_id`` and ``url``) plus ``thumbnail_url``, ``image_width`` and
-    ``image_height`` (the original's size, in which ``bbox`` is; null when unknown): one query."""
-    found = infos(services, event_id, [r["photo_id"] for r in rows]) if services.settings.thumbnail_side > 0 else {}
+    ``image_height`` (the original's size, in which ``bbox`` is; null when unknown), from ``found``
+    (the rows' thumbnail infos, read by the store with the rows: FaceStore.match(thumbnails=True))."""
     side = services.settings.thumbnail_side or 480
     sign = bool(found) and codes.event_mode(services, event_id)[0] != "open"
     out = []

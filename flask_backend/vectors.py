@@ -10,20 +10,29 @@ import numpy as np
 from . import errors
 
 MAX_VECTORS = 64
+_NUMBERS = {int, float}
+_MAX_COMPONENT = 1e15  # squares of dim such components still sum within float32
 
 
 def parse_vector(value: Any, dim: int, field: str) -> np.ndarray:
-    """A JSON list of ``dim`` finite numbers → float32 array, else a 400 that says why."""
+    """A JSON list of ``dim`` finite numbers → float32 array, else a 400 that says why.
+
+    On the match path of every request: the checks run in C (one ``map(type, ...)`` over the
+    list, one numpy conversion), not as a Python loop per element."""
     if not isinstance(value, list) or not value:
         raise errors.invalid_embedding(f"'{field}' must be a non-empty list of numbers")
-    if any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in value):
+    if not set(map(type, value)) <= _NUMBERS:  # JSON gives exact int/float; bool is its own type
         raise errors.invalid_embedding(f"'{field}' must contain only numbers")
     if len(value) != dim:
         raise errors.dimension_mismatch(len(value), dim)
-    if not all(math.isfinite(float(x)) for x in value):
+    try:
+        arr = np.array(value, dtype=np.float64)
+    except OverflowError:  # an integer beyond float range
+        raise errors.invalid_embedding(f"'{field}' contains NaN or infinity") from None
+    if not np.isfinite(arr).all():
         raise errors.invalid_embedding(f"'{field}' contains NaN or infinity")
-    arr = np.asarray(value, dtype=np.float64)
-    if not np.isfinite(arr).all() or float(np.linalg.norm(arr)) == 0.0:
+    peak = float(np.abs(arr).max())
+    if peak == 0.0 or peak > _MAX_COMPONENT:
         raise errors.invalid_embedding(f"'{field}' is a zero or out-of-range vector")
     return arr.astype(np.float32)
 

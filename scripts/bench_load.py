@@ -102,6 +102,7 @@ def build_events(data_dir: Path, pack: Path, big: bool) -> dict:
     store = FaceStore(data_dir, ann_min_faces=50_000)
     rng = np.random.default_rng(8)
     put(store, v2, "e10k", unit_rows(rng, 10_000))
+    put(store, v2, "e1", unit_rows(rng, 1), per_photo=1)  # the route floor: a match with nothing to scan
     put(store, v1, "v1e10k", unit_rows(rng, 10_000), norms=rng.uniform(0.5, 1.5, 10_000))
     info: dict = {"v2": v2}
     if big:
@@ -201,6 +202,10 @@ def scenarios(info: dict, big: bool) -> list[tuple[str, str, bytes | None, str, 
     q = unit_rows(rng, 1)[0].tolist()
     js = "application/json"
     out: list[tuple[str, str, bytes | None, str, int]] = [("GET /health (floor)", "/health", None, "", 16)]
+    # The same request as the 10k scenarios on a 1-face event: what the match route costs with
+    # no search to speak of (parsing, access check, response), the floor a search adds to.
+    body = {"event_id": "e1", "user_embedding": q, "threshold": 0.35, "top_k": 20}
+    out.append(("match route floor (1-face event)", "/api/v2/match", json.dumps(body).encode(), js, 16))
     for event, label in (("e10k", "10k"), ("e100k", "100k"))[: 2 if big else 1]:
         for thr in (0.35, 0.0):
             for mode in ("top_k", "all"):
@@ -319,6 +324,8 @@ def check_targets(rows: list[dict], recall: float | None) -> None:
     print("\ntargets (issue 8):")
     for text, ok in checks:
         print(f"  [{'PASS' if ok else 'FAIL'}] {text}")
+    r = by["match route floor (1-face event)"]
+    print(f"  (the match route with nothing to search: {r['rps'] / floor:.2f} x /health, p99 {r['p99'] / 1000:.1f} ms)")
 
 
 def soak(server: Server, total: int, every: int, workers: int, warmup: int = 2000) -> None:

@@ -243,3 +243,33 @@ def test_store_best_face_bbox_url_and_deletes_follow_the_reference(tmp_path):
             reopened.close()
     finally:
         store.close()
+
+
+def test_store_ranks_a_few_qualifying_faces_like_the_reference(tmp_path):
+    """At a selfie's real threshold only a few faces pass: the store ranks those alone (no pass
+    over every photo). Same rows, order, best faces, ties and total as the brute force,
+    before and after deletes."""
+    rng = random.Random(33)
+    vectors = pool(32, 60, 33)
+    ev = random_event(rng, 300, len(vectors), max_faces=10)
+    store = FaceStore(tmp_path / "data")
+    try:
+        _put(store, "ev", ev, vectors)
+        n_faces = sum(len(f) for f in ev.photos.values())
+        threshold = 0.85
+        passing = sum(1 for faces in ev.photos.values() for b, _ in faces if stored_first(vectors[b]) >= threshold)
+        assert 0 < passing * 8 < n_faces  # the few-faces branch, and something to rank
+        for _round in range(2):
+            ref = reference(ev, _v2_rank(vectors), threshold)
+            assert len(ref) >= 10
+            rows, page = _all(store, "ev", threshold, 4)
+            assert [(r.photo_id, r.bbox[0], round(r.rank, 6)) for r in rows] == [
+                (pid, float(i), round(rank, 6)) for rank, pid, i in ref]
+            assert page.total == len(ref)
+            top = store.match("ev", V2, np.eye(32)[0], RankSpec(threshold), limit=7)
+            assert [r.photo_id for r in top.rows] == [r[1] for r in ref[:7]]
+            for pid in [r[1] for r in ref[::2]]:  # then delete every other matching photo
+                store.delete_photo("ev", pid)
+                del ev.photos[pid]
+    finally:
+        store.close()

@@ -47,7 +47,7 @@ def test_spec_is_valid_openapi(app):
 
 def test_every_route_is_documented_and_nothing_else(app, app_without_v2):
     for a in (app, app_without_v2):
-        assert undocumented_routes(a) == [], "document these routes in flask_backend/openapi.py OPERATIONS"
+        assert undocumented_routes(a) == [], "document these routes in flask_backend/openapi/operations.py OPERATIONS"
     # nothing documented that the app does not serve (build_spec(app) would silently drop it)
     assert sorted(set(OPERATIONS) - app_routes(app)) == []
     spec_ops = {(path, method.upper()) for path, ops in build_spec(app)["paths"].items() for method in ops}
@@ -86,7 +86,7 @@ def test_errors_are_built_by_their_named_constructor_only():
 
 def test_every_error_code_is_documented():
     missing = sorted((s, c) for s, c in _raised_codes() if c not in ERROR_CODES.get(s, ()))
-    assert not missing, f"add these (status, code) pairs to ERROR_CODES in flask_backend/openapi.py: {missing}"
+    assert not missing, f"add these (status, code) pairs to ERROR_CODES in flask_backend/openapi/operations.py: {missing}"
     numbered = {f"invalid_{n}" for n in ("top_k", "page_size", "threshold", "tolerance")}  # f"invalid_{name}"
     assert numbered <= set(ERROR_CODES[400])
 

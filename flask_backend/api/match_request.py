@@ -62,10 +62,11 @@ def require_indexed(fields: Fields, space: str) -> str:
     svc = services()
     event_id = fields.text("event_id", required=True, max_len=256)
     validate_event_id(event_id)
-    codes.require_attendee(svc, event_id, fields.event_code())
-    svc.space(space)  # 503 when the engine is not ready
-    if svc.store.space_of(event_id, space) is None:
-        if svc.store.event_exists(event_id):
-            raise errors.not_indexed(event_id, space)
-        raise errors.unknown_event(event_id)
+    with svc.store.db.read():  # one read transaction for the access row and the space row
+        codes.require_attendee(svc, event_id, fields.event_code())
+        svc.space(space)  # 503 when the engine is not ready
+        if svc.store.space_of(event_id, space) is None:
+            if svc.store.event_exists(event_id):
+                raise errors.not_indexed(event_id, space)
+            raise errors.unknown_event(event_id)
     return event_id

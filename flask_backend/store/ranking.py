@@ -23,8 +23,8 @@ never shift or repeat rows that were already served.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -43,8 +43,9 @@ class RankSpec:
     query_norm: float | None = None
 
 
-@dataclass(frozen=True)
-class PhotoRow:
+class PhotoRow(NamedTuple):
+    """One result row (a tuple: pages build up to hundreds per request)."""
+
     photo_id: str
     rank: float
     score: float  # cosine (v2) or 1 - distance (v1)
@@ -60,6 +61,7 @@ class MatchPage:
     total: int  # photos that qualify (all pages)
     more: bool  # rows remain after the last one returned
     search: str  # "exact" | "approximate"
+    thumbs: dict[str, Any] = field(default_factory=dict)  # photo_id -> ThumbInfo, when asked for
 
 
 class PhotoRanks:
@@ -82,9 +84,27 @@ def face_ranks(flat: FlatIndex, scores: np.ndarray, spec: RankSpec, pos: np.ndar
     return -np.sqrt(np.maximum(d2, 0.0))
 
 
-def _groups(flat: FlatIndex) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
-    """(order or None, run starts, run ends, run pid) over the rows, cached until the rows change."""
-    cached = flat.derived.get("groups")
+_SMALL_RUN = 8  # photos with at most this many faces: their best face by strided maxima
+_SPARSE_FRACTION = 8  # fewer than 1 face in this many qualifies: rank the qualifying faces only
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The rows grouped by photo (``order`` None: a photo's rows are contiguous already), as
+    runs (start, end, pid), with the runs bucketed by length for ``_run_best``."""
+
+    order: np.ndarray | None
+    starts: np.ndarray
+    ends: np.ndarray
+    run_pid: np.ndarray
+    small: tuple[tuple[int, np.ndarray, np.ndarray], ...]  # (length c, run indices, their starts)
+    long_runs: np.ndarray  # runs longer than _SMALL_RUN
+    long_bounds: np.ndarray  # their [start, end, start, end, ...] for one reduceat
+
+
+def _layout(flat: FlatIndex) -> _Layout:
+    """Cached until the rows change (FlatIndex.derived is cleared on every change)."""
+    cached = flat.derived.get("layout")
     if cached is not None:
         return cached
     pids = flat.pids
@@ -101,8 +121,41 @@ def _groups(flat: FlatIndex) -> tuple[np.ndarray | None, np.ndarray, np.ndarray,
     else:
         starts, run_pid = np.zeros(0, np.int64), np.zeros(0, np.int64)
     ends = np.append(starts[1:], len(pids)).astype(np.int64)
-    flat.derived["groups"] = out = (order, starts, ends, run_pid)
+    lengths = ends - starts
+    small = tuple((int(c), runs, starts[runs])
+                  for c in np.unique(lengths[lengths <= _SMALL_RUN]).tolist()
+                  for runs in (np.flatnonzero(lengths == c),))
+    long_runs = np.flatnonzero(lengths > _SMALL_RUN)
+    bounds = np.empty(2 * len(long_runs), np.int64)
+    bounds[0::2], bounds[1::2] = starts[long_runs], ends[long_runs]
+    if len(bounds) and bounds[-1] == len(pids):
+        bounds = bounds[:-1]  # reduceat's last index reduces to the end of the array
+    flat.derived["layout"] = out = _Layout(order, starts, ends, run_pid, small, long_runs, bounds)
     return out
+
+
+def _run_best(grouped: np.ndarray, lay: _Layout) -> np.ndarray:
+    """Every run's maximum. ``np.maximum.reduceat`` pays a per-run overhead that dominates when
+    runs are short (most photos have a few faces): runs of length c are instead c strided
+    gathers and maxima over all such runs at once (4-5x faster at 2-3 faces per photo)."""
+    out = np.empty(len(lay.starts), dtype=grouped.dtype)
+    for c, runs, st in lay.small:
+        best = grouped[st]
+        for j in range(1, c):
+            np.maximum(best, grouped[st + j], out=best)
+        out[runs] = best
+    if len(lay.long_runs):
+        out[lay.long_runs] = np.maximum.reduceat(grouped, lay.long_bounds)[0::2]
+    return out
+
+
+def _best_per_photo(pos: np.ndarray, rank: np.ndarray, pids: np.ndarray) -> PhotoRanks:
+    """Best face per photo among a few rows (rank desc, then the lowest row: the lowest face id)."""
+    order = np.lexsort((pos, -rank, pids))
+    pos, rank, pids = pos[order], rank[order], pids[order]
+    first = np.flatnonzero(np.concatenate(([True], pids[1:] != pids[:-1]))) if len(pids) else np.zeros(0, np.int64)
+    best = pos[first]
+    return PhotoRanks(pids[first], rank[first], lambda sel: best[sel])
 
 
 def exact_photo_ranks(flat: FlatIndex, query: np.ndarray, spec: RankSpec) -> PhotoRanks:
@@ -113,19 +166,35 @@ def exact_photo_ranks(flat: FlatIndex, query: np.ndarray, spec: RankSpec) -> Pho
     rank = face_ranks(flat, scores, spec)
     if flat.n_dead:
         rank[~flat.alive] = _NO_MATCH
-    order, starts, ends, run_pid = _groups(flat)
-    grouped = rank if order is None else rank[order]
-    run_best = np.maximum.reduceat(grouped, starts)
-    ok = np.flatnonzero((run_best >= spec.min_rank) & (run_pid >= 0))
+    passing = rank >= spec.min_rank
+    if int(np.count_nonzero(passing)) * _SPARSE_FRACTION < len(rank):
+        # Typical of a selfie at a real threshold: a few faces pass. Ranking them alone skips
+        # the per-photo pass over the whole event.
+        qualifying = np.flatnonzero(passing)
+        pids = flat.pids[qualifying]
+        keep = pids >= 0
+        return _best_per_photo(qualifying[keep], rank[qualifying[keep]], pids[keep])
+    lay = _layout(flat)
+    grouped = rank if lay.order is None else rank[lay.order]
+    run_best = _run_best(grouped, lay)
+    ok = np.flatnonzero((run_best >= spec.min_rank) & (lay.run_pid >= 0))
+    starts, ends, order = lay.starts, lay.ends, lay.order
+
+    best = run_best[ok]
 
     def best_pos(sel: np.ndarray) -> np.ndarray:
-        out = np.empty(len(sel), np.int64)
-        for i, run in enumerate(ok[sel].tolist()):
-            s = int(starts[run])
-            out[i] = s + int(np.argmax(grouped[s : int(ends[run])]))  # first max: the lowest face id
+        """Row of each selected photo's best face: the first row of its run holding the run's
+        maximum (the lowest face id), for all the selected runs at once."""
+        runs = ok[sel]
+        s, lens = starts[runs], ends[runs] - starts[runs]
+        idx = np.repeat(s - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+        run_of = np.repeat(np.arange(len(runs)), lens)
+        hit = np.flatnonzero(grouped[idx] == np.repeat(best[sel], lens))
+        _, first = np.unique(run_of[hit], return_index=True)
+        out = idx[hit[first]]
         return out if order is None else order[out]
 
-    return PhotoRanks(run_pid[ok], run_best[ok], best_pos)
+    return PhotoRanks(lay.run_pid[ok], best, best_pos)
 
 
 def sparse_photo_ranks(flat: FlatIndex, pos: np.ndarray, scores: np.ndarray, spec: RankSpec) -> PhotoRanks:
@@ -135,12 +204,7 @@ def sparse_photo_ranks(flat: FlatIndex, pos: np.ndarray, scores: np.ndarray, spe
     pos, rank = pos[keep], rank[keep]
     pids = flat.pids[pos]
     keep = pids >= 0
-    pos, rank, pids = pos[keep], rank[keep], pids[keep]
-    order = np.lexsort((pos, -rank, pids))
-    pos, rank, pids = pos[order], rank[order], pids[order]
-    first = np.flatnonzero(np.concatenate(([True], pids[1:] != pids[:-1]))) if len(pids) else np.zeros(0, np.int64)
-    best = pos[first]
-    return PhotoRanks(pids[first], rank[first], lambda sel: best[sel])
+    return _best_per_photo(pos[keep], rank[keep], pids[keep])
 
 
 def _photo_names(c: Any, pids: np.ndarray, into: dict[int, tuple[str, str | None]]) -> None:
@@ -169,20 +233,23 @@ def select(
         eq = np.flatnonzero(rank == r0)
         _photo_names(c, pids[eq], names)
         keep_eq = np.asarray([i for i in eq.tolist() if name(i) > p0], dtype=np.int64)
-        cand = np.concatenate((np.flatnonzero(rank < r0), keep_eq))
-    else:
-        cand = np.arange(len(rank))
-    more = len(cand) > limit
-    if more:
+        cand: np.ndarray | None = np.concatenate((np.flatnonzero(rank < r0), keep_eq))
         vals = rank[cand]
-        kth = np.partition(vals, len(vals) - limit)[len(vals) - limit]  # the limit-th largest
-        better = cand[vals > kth]
-        tied = cand[vals == kth]
-        if len(better) + len(tied) > limit:
-            _photo_names(c, pids[tied], names)
-            tied = np.asarray(sorted(tied.tolist(), key=name)[: limit - len(better)], dtype=np.int64)
-        cand = np.concatenate((better, tied))
-    return cand, more
+    else:
+        cand, vals = None, rank  # every row: no gathered copy of the ranks
+    n = len(vals)
+    more = n > limit
+    if not more:
+        return (np.arange(n) if cand is None else cand), False
+    kth = np.partition(vals, n - limit)[n - limit]  # the limit-th largest
+    better = np.flatnonzero(vals > kth)
+    tied = np.flatnonzero(vals == kth)
+    if cand is not None:
+        better, tied = cand[better], cand[tied]
+    if len(better) + len(tied) > limit:
+        _photo_names(c, pids[tied], names)
+        tied = np.asarray(sorted(tied.tolist(), key=name)[: limit - len(better)], dtype=np.int64)
+    return np.concatenate((better, tied)), more
 
 
 def page(
@@ -200,19 +267,14 @@ def page(
     chosen, more = select(c, ranks, limit, after)
     pos = ranks.best_pos(chosen) if len(chosen) else np.zeros(0, np.int64)
     face_ids = flat.ids[pos].tolist()
-    meta: dict[int, Any] = {}
-    if face_ids:
-        for r in sql.page_rows(c, face_ids):
-            meta[int(r[0])] = (r[1], r[2], (float(r[3]), float(r[4]), float(r[5]), float(r[6])))
+    meta = sql.page_rows(c, face_ids) if face_ids else {}
+    v1 = spec.query_norm is not None
     rows = []
-    for i, face_id in zip(chosen.tolist(), face_ids, strict=True):
+    for r, face_id in zip(ranks.rank[chosen].tolist(), face_ids, strict=True):
         m = meta.get(face_id)
         if m is None:  # cannot happen inside one read transaction; never invent data
             continue
-        r = float(ranks.rank[i])
-        if spec.query_norm is None:
-            rows.append(PhotoRow(m[0], r, r, None, face_id, m[2], m[1]))
-        else:
-            rows.append(PhotoRow(m[0], r, 1.0 + r, -r, face_id, m[2], m[1]))
+        bbox = (float(m.x1), float(m.y1), float(m.x2), float(m.y2))
+        rows.append(PhotoRow(m.photo_id, r, 1.0 + r if v1 else r, -r if v1 else None, face_id, bbox, m.source_url))
     rows.sort(key=lambda row: (-row.rank, row.photo_id))
     return MatchPage(rows, len(ranks.rank), more, search)

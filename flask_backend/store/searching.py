@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import errors
-from . import ann, ranking, snapshot, sql
+from . import ann, ranking, snapshot, sql, thumbnails_db
 from .cache import Entry
 from .ids import validate_event_id
 from .index import FlatIndex, get_faiss
@@ -65,12 +65,14 @@ class Searching:
         *,
         limit: int,
         after: tuple[float, str] | None = None,
+        thumbnails: bool = False,
     ) -> ranking.MatchPage:
         """One row per photo (its best face), best first (rank desc, photo_id asc), at most
         ``limit`` rows strictly after the keyset ``after`` = (rank, photo_id); plus the total
         of qualifying photos. Costs one scan of the event whatever the number that qualify;
         above ``ann_min_faces`` faces an approximate index is used when one is built (the
-        page says ``search="approximate"``). Metadata is read only for the rows returned."""
+        page says ``search="approximate"``). Metadata is read only for the rows returned
+        (with ``thumbnails``, their thumbnail infos too: ``MatchPage.thumbs``)."""
         validate_event_id(event_id)
         validate_space(space)
         q = normalize_query(query, space.dim)
@@ -84,7 +86,10 @@ class Searching:
                 ranks, kind = ranking.exact_photo_ranks(flat, q, spec), "exact"
             else:
                 ranks, kind = ranking.sparse_photo_ranks(flat, hits[0], hits[1], spec), "approximate"
-            return ranking.page(c, flat, ranks, spec, limit=int(limit), after=after, search=kind)
+            found = ranking.page(c, flat, ranks, spec, limit=int(limit), after=after, search=kind)
+            if thumbnails and found.rows:  # the rows' thumbnails, in the same read transaction
+                found.thumbs.update(thumbnails_db.thumbnail_infos(c, event_id, [r.photo_id for r in found.rows]))
+            return found
 
     @contextlib.contextmanager
     def _searching(self, event_id: str, space: Space) -> Iterator[tuple[Entry, Any]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -345,14 +345,25 @@ def hit_rows(c: Any, face_ids: list[int]) -> dict[int, Sequence[Any]]:
     return {int(r[0]): r for r in rows}
 
 
-def page_rows(c: Any, face_ids: list[int]) -> Iterator[Sequence[Any]]:
-    """(face_id, photo_id, source_url, x1, y1, x2, y2) of a result page's best faces."""
+class PageRow(NamedTuple):
+    face_id: int
+    photo_id: str
+    source_url: str | None
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+def page_rows(c: Any, face_ids: list[int]) -> dict[int, PageRow]:
+    """{face_id: row} for a result page's best faces (their photo and box), one query."""
     frag, param = in_ids(c, "f.face_id", face_ids)
-    return iter(c.execute(
+    rows = c.execute(
         "SELECT f.face_id, p.photo_id, p.source_url, f.x1, f.y1, f.x2, f.y2 FROM faces f "
         f"JOIN photos p ON p.pid = f.pid WHERE {frag}",
         (param,),
-    ).fetchall())
+    ).fetchall()
+    return {int(r[0]): PageRow._make(r) for r in rows}
 
 
 def photo_names(c: Any, pids: list[int]) -> list[Sequence[Any]]:
