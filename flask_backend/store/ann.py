@@ -91,9 +91,10 @@ def encode(vectors: np.ndarray, proj: np.ndarray) -> tuple[np.ndarray, np.ndarra
     half = SCAN_BITS // 8
     scan = np.empty((len(vectors), half), dtype=np.uint8)
     refine = np.empty((len(vectors), proj.shape[1] // 8 - half), dtype=np.uint8)
-    for s in range(0, len(vectors), _CHUNK):
-        code = np.packbits(vectors[s : s + _CHUNK] @ proj > 0, axis=1)
-        scan[s : s + _CHUNK], refine[s : s + _CHUNK] = code[:, :half], code[:, half:]
+    step = _CHUNK // 4  # a block's projections are (step, 1024) float32: 64 MB
+    for s in range(0, len(vectors), step):
+        code = np.packbits(vectors[s : s + step] @ proj > 0, axis=1)
+        scan[s : s + step], refine[s : s + step] = code[:, :half], code[:, half:]
     return scan, refine
 
 
