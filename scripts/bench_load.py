@@ -268,6 +268,23 @@ def ann_recall(url: str, info: dict) -> tuple[float, set[str]]:
     return hit / max(1, want), kinds
 
 
+def check_clustered(url: str, info: dict) -> str:
+    """The two clustered scenarios must query the same faces, one event searched through its
+    approximate index and one exactly: each answer says which ran, and the rows agree."""
+    import requests
+
+    body = {"user_embedding": info["ann_queries"][0].tolist(), "threshold": 0.35, "top_k": 20}
+    got = {}
+    for ev in ("e100k-ann", "e100k-ann-exact"):
+        page = requests.post(url + "/api/v2/match", json={"event_id": ev, **body}, timeout=60).json()
+        got[ev] = (page["search"], [(m["photo_id"].removeprefix(ev + "-"), m["score"]) for m in page["matches"]])
+    (kind_a, rows_a), (kind_e, rows_e) = got["e100k-ann"], got["e100k-ann-exact"]
+    if (kind_a, kind_e) != ("approximate", "exact"):
+        sys.exit(f"clustered scenarios: expected approximate/exact searches, got {kind_a}/{kind_e}")
+    same = "the same rows" if rows_a == rows_e else "DIFFERENT rows"
+    return f"clustered events: e100k-ann searched {kind_a}, e100k-ann-exact {kind_e}, {len(rows_a)} rows each, {same}"
+
+
 def print_table(rows: list[dict]) -> None:
     floor = rows[0]["rps"]
     head = f"{'scenario':<40} {'req/s':>8} {'x health':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>7}  RSS/worker MB"
@@ -433,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         print("warming every worker ...", file=sys.stderr, flush=True)
         warm(server.url, cases, workers)
         recall, kinds = ann_recall(server.url, info) if big else (None, set())
+        clustered_check = check_clustered(server.url, info) if big else ""
         rows = []
         for name, path, body, ctype, conns in cases:
             print(f"... {name}", file=sys.stderr, flush=True)
@@ -444,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         print_table(rows)
         if big:
             print(f"\napproximate index (100k clustered, threshold 0.35): recall {recall:.4f} over 50 queries, "
-                  f"search reported: {sorted(kinds)}")
+                  f"search reported: {sorted(kinds)}; {clustered_check}")
         check_targets(rows, recall)
         log = (tmp / "gunicorn.log").read_text(errors="replace")
         print(f"worker restarts during the run: {log.count('Autorestarting')} (log: 'Booting worker' x "
