@@ -14,7 +14,7 @@ import pytest
 
 from flask_backend.errors import ApiError
 from flask_backend.store import FaceRecord, FaceStore, Hit, PhotoState, Space, validate_event_id, validate_photo_id
-from flask_backend.store.index import FlatIndex
+from flask_backend.store.index import FlatIndex, get_faiss
 
 REPO = Path(__file__).resolve().parent.parent
 V2 = Space("v2", "insightface", "det500m_mbf128", 16)
@@ -530,3 +530,23 @@ def test_postgres_schema_is_versioned_and_migrated_once_by_many_hosts(postgres_c
         assert c.execute("SELECT version FROM facematch_schema").fetchall() == [(SCHEMA_VERSION,)]
     for s in stores:
         s.close()
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every OpenMP team has one thread anyway")
+def test_every_search_thread_runs_faiss_with_the_store_thread_count(store: FaceStore):
+    """OpenMP keeps its thread count per thread: a gunicorn request thread that never pinned it
+    would run every parallel faiss kernel on all cores, beside the other request threads."""
+    rng = np.random.default_rng(3)
+    store.put_photo("ev", "p1", V2, [FaceRecord(rng.standard_normal(V2.dim), (0, 0, 10, 10), 0.9)])
+    seen = []
+
+    def search() -> None:
+        store.search("ev", V2, rng.standard_normal(V2.dim), min_score=-1.0)
+        seen.append(get_faiss().omp_get_max_threads())
+
+    threads = [threading.Thread(target=search) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [store.faiss_threads] * 3 == [1] * 3

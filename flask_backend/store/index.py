@@ -34,16 +34,23 @@ KNN_MAX = 1024
 _COMPACT_CHUNK = 65536
 
 
+_pinned = threading.local()  # the OpenMP thread count this thread has set
+
+
 def _after_fork_in_child() -> None:
-    global _faiss_lock
+    global _faiss_lock, _pinned
     _faiss_lock = threading.Lock()
+    _pinned = threading.local()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def get_faiss(threads: int = 1) -> Any:
-    """Import faiss on first use in this process and pin its OpenMP thread count."""
+def get_faiss(threads: int | None = None) -> Any:
+    """Import faiss on first use in this process; with ``threads``, pin the OpenMP thread count
+    of the calling thread. OpenMP keeps that count per thread: a request thread that never set
+    it would get a team as large as the machine for every parallel kernel, on top of the other
+    request threads. Pinned in the first thread to import it: 1 unless told otherwise."""
     global _faiss, _faiss_pid
     pid = os.getpid()
     if _faiss is None or _faiss_pid != pid:
@@ -51,8 +58,12 @@ def get_faiss(threads: int = 1) -> Any:
             if _faiss is None or _faiss_pid != pid:
                 import faiss  # lazy on purpose: see the module docstring
 
-                faiss.omp_set_num_threads(max(1, int(threads)))
+                faiss.omp_set_num_threads(max(1, int(threads or 1)))
+                _pinned.n = max(1, int(threads or 1))
                 _faiss, _faiss_pid = faiss, pid
+    if threads is not None and getattr(_pinned, "n", None) != max(1, int(threads)):
+        _faiss.omp_set_num_threads(max(1, int(threads)))
+        _pinned.n = max(1, int(threads))
     return _faiss
 
 
