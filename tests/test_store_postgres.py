@@ -115,11 +115,14 @@ def test_result_rows_are_read_by_primary_key_even_before_statistics_exist(postgr
         rows = list(sql.page_rows(rec, ids))
         assert sorted(int(r[0]) for r in rows) == sorted(ids)
         assert sorted(sql.hit_rows(rec, ids)) == sorted(ids)
+        pids = [int(r[0]) for r in c.execute("SELECT pid FROM photos ORDER BY pid LIMIT 20").fetchall()]
+        assert sorted(int(r[0]) for r in sql.photo_names(rec, pids)) == pids  # ties at a page's cut
         for stmt, args in rec.statements:
             (plan,) = c.execute("EXPLAIN (FORMAT JSON) " + stmt, args).fetchone()[0]
             scans = {(n["Node Type"], n.get("Relation Name")) for n in _plan_nodes(plan["Plan"])
                      if n.get("Relation Name")}
-            assert scans == {("Index Scan", "faces"), ("Index Scan", "photos")}, stmt
+            want = {("Index Scan", "faces"), ("Index Scan", "photos")} if "faces" in stmt else {("Index Scan", "photos")}
+            assert scans == want, stmt
     store.close()
 
 

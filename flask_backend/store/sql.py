@@ -367,6 +367,12 @@ def page_rows(c: Any, face_ids: list[int]) -> Iterator[Sequence[Any]]:
 
 
 def photo_names(c: Any, pids: list[int]) -> list[Sequence[Any]]:
+    if _postgres(c):  # a primary-key probe per photo (see _faces_by_id), not a scan of a fresh table
+        return c.execute(
+            "SELECT p.pid, p.photo_id, p.source_url FROM unnest(?::bigint[]) AS u(id) CROSS JOIN LATERAL "
+            "(SELECT pid, photo_id, source_url FROM photos WHERE pid = u.id OFFSET 0) p",
+            ([int(v) for v in pids],),
+        ).fetchall()
     frag, param = in_ids(c, "pid", pids)
     return c.execute(f"SELECT pid, photo_id, source_url FROM photos WHERE {frag}", (param,)).fetchall()
 
