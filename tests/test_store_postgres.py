@@ -228,3 +228,36 @@ def test_restart_under_traffic_answers_unavailable_then_recovers_losing_nothing(
     assert len(reader.search("ev", V2, np.ones(DIM))) >= after + 1
     writer.close()
     reader.close()
+
+
+def test_sessions_a_restart_ended_are_replaced_without_failing_the_next_requests(own_cluster, tmp_path):
+    """Pooled sessions the server ended fail their BEGIN (sent through libpq, store/postgres.py
+    ``_command``) and are swapped for fresh ones inside the same call: no 503 once it is back."""
+    url = own_cluster.new_database()
+    store = FaceStore(tmp_path / "host", store_url=url, connect_timeout_s=2.0, pool_max=3)
+    store.put_photo("ev", "p0", V2, faces(0))
+    barrier = threading.Barrier(3)
+
+    def hold_one() -> None:  # three concurrent reads: three pooled sessions
+        with store.db.read() as c:
+            barrier.wait(timeout=10)
+            c.execute("SELECT 1").fetchone()
+
+    threads = [threading.Thread(target=hold_one) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with psycopg.connect(url, autocommit=True) as c:
+        before = {r[0] for r in c.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                          "AND pid <> pg_backend_pid()").fetchall()}
+    assert len(before) >= 3
+
+    own_cluster.restart()  # fast: every session is terminated
+    assert [h.photo_id for h in store.search("ev", V2, np.ones(DIM))] == ["p0"]
+    store.put_photo("ev", "p1", V2, faces(1))
+    assert store.event_summary("ev")["photos"] == 2
+    for _ in range(3):
+        assert {h.photo_id for h in store.search("ev", V2, np.ones(DIM))} == {"p0", "p1"}
+    assert store.health.status()["ok"]
+    store.close()

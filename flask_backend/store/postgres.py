@@ -4,7 +4,10 @@
   process: never carried through ``fork``). A connection broken by a server restart fails its
   BEGIN and is replaced at once (no extra round trip per request to check connections).
 - Reads run in one ``REPEATABLE READ READ ONLY`` transaction (the space's seq and the faces
-  it vouches for come from one snapshot, as SQLite's read transaction); writes run in READ
+  it vouches for come from one snapshot, as SQLite's read transaction). Searches too: as
+  autocommit statements a photo re-ingested between the seq check and the read of the rows
+  returned would be missing from that answer (tests/test_store_catchup.py); their BEGIN and
+  COMMIT go straight through libpq instead (``_command``). Writes run in READ
   COMMITTED and lock the space rows they bump (store/sql.py), so concurrent writers of one
   space take turns and ``seq`` stays a gapless sequence per space. A commit returns after
   the WAL is flushed (``synchronous_commit`` on): an acknowledged photo survives any crash.
