@@ -10,9 +10,8 @@ unit vectors (3 faces per photo, bulk ``put_photos``):
   put p50/p99 empty | big   put_photo of one 3-face photo into an empty event / the largest one
   search p50/p99 @N         FaceStore.search(limit=20) on an N-face event (catch-up included),
                             200 queries (``--queries``) after 10 warm-up ones
-  catch-up p50              the per-request check when nothing changed (the space's seq, read
-                            as the search path reads it: ``read_latest``), i.e. the extra round
-                            trip of every match
+  catch-up p50              the per-request check when nothing changed (one read transaction:
+                            the space's seq), i.e. what every match adds to a scan
   cold db / cold snap       a NEW process (a new host): FaceStore() + first search of the
                             largest event, from the database alone / from its snapshot
   delete                    delete_event of the largest event (SQLite: + WAL checkpoint;
@@ -67,8 +66,8 @@ def _faces(rng, n: int):
 
 
 def _catch_up(store, sql) -> float:
-    """The search path's per-request check of the space's seq (read_latest: PostgreSQL's
-    autocommit statement; SQLite's read transaction)."""
+    """The search path's per-request check of the space's seq, in a read transaction as a search
+    does it (PostgreSQL: BEGIN, the seq, COMMIT)."""
     t = time.perf_counter()
     with store.db.read() as c:
         sql.space_row(c, "big", "v2")

@@ -381,9 +381,10 @@ def photo_names(c: Any, pids: list[int]) -> list[Sequence[Any]]:
 # Catch-up reads the changes in (since, upto], ``upto`` being the seq of the space row the
 # caller read: a cache brought to ``upto`` then holds exactly what the database vouched for
 # at ``upto``, less faces deleted since (their tombstones have a later seq and are applied
-# by the next catch-up). So these need no snapshot shared with the space row (PostgreSQL's
-# search path runs them as separate autocommit statements), and a change committed after
-# the row was read is left for the next search instead of being applied ahead of its seq.
+# by the next catch-up), even on a connection that sees later commits than that row; a
+# change committed after the row was read is left for the next search, never applied
+# ahead of its seq. (Searches still read in one snapshot: the rows they return must be
+# those of the faces they scored; see store/postgres.py.)
 def tombstoned_since(c: Any, sid: int, since: int, *, upto: int) -> tuple[list[int], bool]:
     """Faces removed in (since, upto], and whether any was deleted (not just replaced)."""
     rows = c.execute(
