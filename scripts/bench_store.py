@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000", help="event sizes in faces, comma-separated")
     parser.add_argument("--dims", default="128,512", help="embedding dimensions, comma-separated")
-    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--queries", type=int, default=None, help="searches timed per case (50; --backend: 200)")
     parser.add_argument("--puts", type=int, default=30, help="put_photo calls timed per event")
     parser.add_argument("--quick", action="store_true", help="10k and 100k faces, dim 128 only")
     parser.add_argument("--numpy-threads", type=int, default=1, help="BLAS threads for numpy (0: BLAS default)")
@@ -317,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         return bench_backends.main([b.strip() for b in args.backend.split(",") if b.strip()],
                                    sorted(int(s) for s in args.backend_sizes.split(",")), args.store_url,
-                                   queries=args.queries, puts=args.puts)
+                                   queries=args.queries or 200, puts=args.puts)
+    args.queries = args.queries or 50
     if args.match or args.ann:
         return _match_benchmarks(args)
     if args.quick:

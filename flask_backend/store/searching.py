@@ -135,7 +135,11 @@ class Searching:
 
     # ------------------------------------------------------------ cache sync
     def _sync(self, entry: Entry, c: Any, row: dict[str, Any]) -> int:
-        """Bring the cache to the DB state ``row`` was read in; returns faces added + removed."""
+        """Bring the cache to the DB state ``row`` was read in; returns faces added + removed.
+
+        Only changes up to ``row``'s seq are read (sql.face_chunks / tombstoned_since): the
+        cache then holds exactly what the database vouched for at that seq, whatever else
+        ``c`` may see."""
         sid, seq = row["sid"], row["seq"]
         if entry.flat is None or entry.sid != sid or entry.seq < row["tomb_floor"] or entry.seq > seq:
             entry.reset()
@@ -143,21 +147,22 @@ class Searching:
         assert entry.flat is not None
         applied = 0
         if entry.seq < seq:
-            applied = self._apply_changes(entry.flat, c, sid, entry.seq, entry)
+            applied = self._apply_changes(entry.flat, c, sid, entry.seq, seq, entry)
             entry.seq = seq
             entry.changes += applied
             self._cache.count("syncs")
         entry.flat.maybe_compact()
         return applied
 
-    def _apply_changes(self, flat: FlatIndex, c: Any, sid: int, since: int, entry: Entry | None = None) -> int:
-        gone, deleted = sql.tombstoned_since(c, sid, since)
+    def _apply_changes(self, flat: FlatIndex, c: Any, sid: int, since: int, upto: int,
+                       entry: Entry | None = None) -> int:
+        gone, deleted = sql.tombstoned_since(c, sid, since, upto=upto)
         if deleted and entry is not None:
             # deleted elsewhere (another process or host): this host's snapshot and approximate
             # index hold those vectors; _maintain removes them after the search
             entry.purge = True
         n = flat.remove(np.asarray(gone, dtype=np.int64)) if gone else 0
-        return n + _add(flat, sql.face_chunks(c, sid, since, flat.dim))
+        return n + _add(flat, sql.face_chunks(c, sid, since, flat.dim, upto=upto))
 
     def _load(self, entry: Entry, c: Any, row: dict[str, Any]) -> None:
         """Fill an empty cache: from the snapshot if it is usable, else from SQLite."""
@@ -183,7 +188,7 @@ class Searching:
             return
         entry.purge = meta is not None or paths.faiss.exists()  # unusable leftovers: remove them
         flat = FlatIndex(dim)
-        _add(flat, sql.face_chunks(c, sid, -1, dim))
+        _add(flat, sql.face_chunks(c, sid, -1, dim, upto=seq))
         entry.flat, entry.seq, entry.snap_seq, entry.changes = flat, seq, None, flat.n_total
         self._cache.count("db_loads")
 

@@ -70,6 +70,25 @@ def _for_update(c: Any) -> str:
     return " FOR UPDATE" if _postgres(c) else ""
 
 
+def _faces_by_id(c: Any, cols: str, face_ids: Iterable[int]) -> tuple[str, Any]:
+    """``(sql, param)``: ``SELECT cols`` over the listed faces (alias ``f``) joined to their
+    photos (alias ``p``), for the few rows of a result page.
+
+    PostgreSQL: a primary-key probe per listed face (a nested loop over the unnested ids,
+    no bitmap scan) and per face's photo, whatever the statistics say. A plain join of
+    ``face_id = ANY(…)`` is planned as a hash join over a sequential scan of ``photos``
+    while that table is small or freshly loaded (0.3 ms at 3k photos, more as it grows,
+    until autovacuum analyzes it); ``OFFSET 0`` keeps the lateral subquery a per-row lookup."""
+    if _postgres(c):
+        sql = (
+            f"SELECT {cols} FROM unnest(?::bigint[]) AS u(id) JOIN faces f ON f.face_id = u.id "
+            "CROSS JOIN LATERAL (SELECT photo_id, source_url FROM photos WHERE pid = f.pid OFFSET 0) p"
+        )
+        return sql, [int(v) for v in face_ids]
+    frag, param = in_ids(c, "f.face_id", face_ids)
+    return f"SELECT {cols} FROM faces f JOIN photos p ON p.pid = f.pid WHERE {frag}", param
+
+
 # -- writes -------------------------------------------------------------------
 def space_for_write(c: Any, event_id: str, space: Space, now: float) -> tuple[int, int]:
     """The space's sid (created when new) and the seq this write stamps; locks the space row."""
@@ -336,12 +355,8 @@ def event_summary(c: Any, event_id: str) -> dict | None:
 
 def hit_rows(c: Any, face_ids: list[int]) -> dict[int, Sequence[Any]]:
     """face_id -> (face_id, photo_id, x1, y1, x2, y2, det_score, norm)."""
-    frag, param = in_ids(c, "f.face_id", face_ids)
-    rows = c.execute(
-        "SELECT f.face_id, p.photo_id, f.x1, f.y1, f.x2, f.y2, f.det_score, f.norm "
-        f"FROM faces f JOIN photos p ON p.pid = f.pid WHERE {frag}",
-        (param,),
-    ).fetchall()
+    sql, param = _faces_by_id(c, "f.face_id, p.photo_id, f.x1, f.y1, f.x2, f.y2, f.det_score, f.norm", face_ids)
+    rows = c.execute(sql, (param,)).fetchall()
     return {int(r[0]): r for r in rows}
 
 
@@ -357,31 +372,44 @@ class PageRow(NamedTuple):
 
 def page_rows(c: Any, face_ids: list[int]) -> dict[int, PageRow]:
     """{face_id: row} for a result page's best faces (their photo and box), one query."""
-    frag, param = in_ids(c, "f.face_id", face_ids)
-    rows = c.execute(
-        "SELECT f.face_id, p.photo_id, p.source_url, f.x1, f.y1, f.x2, f.y2 FROM faces f "
-        f"JOIN photos p ON p.pid = f.pid WHERE {frag}",
-        (param,),
-    ).fetchall()
-    return {int(r[0]): PageRow._make(r) for r in rows}
+    sql, param = _faces_by_id(c, "f.face_id, p.photo_id, p.source_url, f.x1, f.y1, f.x2, f.y2", face_ids)
+    return {int(r[0]): PageRow._make(r) for r in c.execute(sql, (param,)).fetchall()}
 
 
 def photo_names(c: Any, pids: list[int]) -> list[Sequence[Any]]:
+    if _postgres(c):  # a primary-key probe per photo (see _faces_by_id), not a scan of a fresh table
+        return c.execute(
+            "SELECT p.pid, p.photo_id, p.source_url FROM unnest(?::bigint[]) AS u(id) CROSS JOIN LATERAL "
+            "(SELECT pid, photo_id, source_url FROM photos WHERE pid = u.id OFFSET 0) p",
+            ([int(v) for v in pids],),
+        ).fetchall()
     frag, param = in_ids(c, "pid", pids)
     return c.execute(f"SELECT pid, photo_id, source_url FROM photos WHERE {frag}", (param,)).fetchall()
 
 
 # -- change log (catch-up) ----------------------------------------------------
-def tombstoned_since(c: Any, sid: int, since: int) -> tuple[list[int], bool]:
-    """Faces removed after ``since``, and whether any was deleted (not just replaced)."""
-    rows = c.execute("SELECT face_id, kind FROM tombstones WHERE sid=? AND seq>?", (sid, since)).fetchall()
+# Catch-up reads the changes in (since, upto], ``upto`` being the seq of the space row the
+# caller read: a cache brought to ``upto`` then holds exactly what the database vouched for
+# at ``upto``, less faces deleted since (their tombstones have a later seq and are applied
+# by the next catch-up), even on a connection that sees later commits than that row; a
+# change committed after the row was read is left for the next search, never applied
+# ahead of its seq. (Searches still read in one snapshot: the rows they return must be
+# those of the faces they scored; see store/postgres.py.)
+def tombstoned_since(c: Any, sid: int, since: int, *, upto: int) -> tuple[list[int], bool]:
+    """Faces removed in (since, upto], and whether any was deleted (not just replaced)."""
+    rows = c.execute(
+        "SELECT face_id, kind FROM tombstones WHERE sid=? AND seq>? AND seq<=?", (sid, since, upto)
+    ).fetchall()
     return [int(r[0]) for r in rows], any(int(r[1]) == TOMB_DELETED for r in rows)
 
 
-def face_chunks(c: Any, sid: int, since: int, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """(ids, pids, norms, vectors) of the space's faces stamped after ``since``, in chunks, in seq order."""
+def face_chunks(
+    c: Any, sid: int, since: int, dim: int, *, upto: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """(ids, pids, norms, vectors) of the space's faces stamped in (since, upto], in chunks, in seq order."""
     cur = c.execute(
-        "SELECT face_id, pid, norm, embedding FROM faces WHERE sid=? AND seq>? ORDER BY seq, face_id", (sid, since)
+        "SELECT face_id, pid, norm, embedding FROM faces WHERE sid=? AND seq>? AND seq<=? ORDER BY seq, face_id",
+        (sid, since, upto),
     )
     while True:
         chunk = cur.fetchmany(FETCH_CHUNK)

@@ -122,7 +122,7 @@ class SnapshotUpkeep:
                 # Catch up under the lock: any delete committed before this point is then not in
                 # the file; one committed later removes the file after we release the lock.
                 if entry.seq != row["seq"]:
-                    entry.changes += self._apply_changes(flat, c, entry.sid, entry.seq)
+                    entry.changes += self._apply_changes(flat, c, entry.sid, entry.seq, row["seq"])
                     entry.seq = row["seq"]
                 if (
                     due > 0
