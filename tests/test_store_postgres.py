@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from flask_backend.store import FaceRecord, FaceStore, Space, StorageUnavailable, sql
+from flask_backend.store.ranking import RankSpec
 from tests.pg_fixtures import PostgresCluster
 
 DIM = 32
@@ -100,7 +101,7 @@ def test_result_rows_are_read_by_primary_key_even_before_statistics_exist(postgr
     url = postgres_cluster.new_database()
     store = FaceStore(tmp_path / "a", store_url=url)
     with psycopg.connect(url, autocommit=True) as c:  # no autovacuum analyze during the test either
-        for table in ("faces", "photos"):
+        for table in ("faces", "photos", "thumbnails"):
             c.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
     rng = np.random.default_rng(0)
     vecs = rng.standard_normal((9000, DIM))
@@ -112,8 +113,8 @@ def test_result_rows_are_read_by_primary_key_even_before_statistics_exist(postgr
         assert c.execute("SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables WHERE relname='photos'"
                          ).fetchone() == (None, None)  # the case: no statistics yet
         rec = _Recorder(c)
-        rows = list(sql.page_rows(rec, ids))
-        assert sorted(int(r[0]) for r in rows) == sorted(ids)
+        assert sorted(sql.page_rows(rec, ids)) == sorted(ids)
+        assert sorted(sql.page_rows(rec, ids, "ev")) == sorted(ids)  # with the photos' thumbnails
         assert sorted(sql.hit_rows(rec, ids)) == sorted(ids)
         pids = [int(r[0]) for r in c.execute("SELECT pid FROM photos ORDER BY pid LIMIT 20").fetchall()]
         assert sorted(int(r[0]) for r in sql.photo_names(rec, pids)) == pids  # ties at a page's cut
@@ -122,8 +123,44 @@ def test_result_rows_are_read_by_primary_key_even_before_statistics_exist(postgr
             scans = {(n["Node Type"], n.get("Relation Name")) for n in _plan_nodes(plan["Plan"])
                      if n.get("Relation Name")}
             want = {("Index Scan", "faces"), ("Index Scan", "photos")} if "faces" in stmt else {("Index Scan", "photos")}
+            if "thumbnails" in stmt:
+                want.add(("Index Scan", "thumbnails"))
             assert scans == want, stmt
     store.close()
+
+
+def test_a_match_on_an_unchanged_cache_is_one_statement_and_any_change_anywhere_is_caught_up(postgres_cluster, tmp_path):
+    """The usual match (cache loaded, nothing changed) reads the space row and its page in one
+    statement; a write or delete through another host moves the seq, so the next match takes
+    the full path, sees it, and the one after is one statement again."""
+    url = postgres_cluster.new_database()
+    a, b = FaceStore(tmp_path / "a", store_url=url), FaceStore(tmp_path / "b", store_url=url)
+    rng = np.random.default_rng(4)
+    vecs = rng.standard_normal((30, DIM))
+    a.put_photos("ev", V2, [(f"p{i}", [FaceRecord(vecs[i], (1, 2, 3, 4), 0.9)], f"https://x/{i}.jpg") for i in range(30)])
+
+    def match(q, store=a):
+        return store.match("ev", V2, q, RankSpec(0.9), limit=5)
+
+    def at_once() -> int:
+        return a.stats()["counters"].get("one_statement_matches", 0)
+
+    assert [r.photo_id for r in match(vecs[3]).rows] == ["p3"] and at_once() == 0  # loads the cache
+    page = match(vecs[3])
+    assert [(r.photo_id, r.source_url) for r in page.rows] == [("p3", "https://x/3.jpg")] and at_once() == 1
+    new = rng.standard_normal(DIM)
+    b.put_photo("ev", "new", V2, [FaceRecord(new, (1, 2, 3, 4), 0.9)])  # another host writes
+    assert [r.photo_id for r in match(new).rows] == ["new"] and at_once() == 1  # caught up, full path
+    assert [r.photo_id for r in match(new).rows] == ["new"] and at_once() == 2
+    b.delete_photo("ev", "p3")  # another host deletes
+    assert match(vecs[3]).rows == [] and at_once() == 2
+    assert match(vecs[3]).rows == [] and at_once() == 3
+    b.delete_event("ev")
+    with pytest.raises(Exception) as gone:
+        match(vecs[3])
+    assert getattr(gone.value, "code", None) == "unknown_event"
+    a.close()
+    b.close()
 
 
 @pytest.fixture()

@@ -7,6 +7,7 @@ import numpy as np
 
 from flask_backend.store import FaceRecord, Space
 from flask_backend.store import thumbnails_db as tdb
+from flask_backend.store.ranking import RankSpec
 
 V2 = Space("v2", "insightface", "det500m_mbf128", 8)
 
@@ -34,11 +35,16 @@ def test_thumbnails_and_outcomes_follow_their_photos(tmp_path, store_backend):
         tdb.put_outcome(c, _outcome("c", "failed", 3))
     with store.db.read() as c:
         assert tdb.get_thumbnail(c, "ev", "a").data == b"\x00\xffnew"
-        assert set(tdb.thumbnail_infos(c, "ev", ["a", "b", "zz"])) == {"a", "b"}
+        new_etag = tdb.get_thumbnail(c, "ev", "a").etag
         assert tdb.get_outcome(c, "ev", "a").status == "done"
         assert [o.photo_id for o in tdb.list_outcomes(c, "ev", "failed", 10)] == ["c"]
         assert tdb.outcome_counts(c) == {"ev": {"done": 1, "failed": 1}}
         assert tdb.photos_without_thumbnail(c, "ev") == []
+    # match rows carry their photo's thumbnail (read with the rows: one statement)
+    page = store.match("ev", V2, np.ones(8), RankSpec(0.5), limit=10, thumbnails=True)
+    assert {r.photo_id for r in page.rows} == {"a", "b"} and set(page.thumbs) == {"a", "b"}
+    assert page.thumbs["a"].etag == new_etag
+    assert store.match("ev", V2, np.ones(8), RankSpec(0.5), limit=10).thumbs == {}
     store.delete_photo("ev", "a")
     with store.db.read() as c:
         assert tdb.get_thumbnail(c, "ev", "a") is None and tdb.get_outcome(c, "ev", "a") is None

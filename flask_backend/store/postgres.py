@@ -26,8 +26,8 @@ import contextlib
 import functools
 import os
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -37,6 +37,7 @@ from psycopg import pq
 from .errors import Health, StorageError, StorageFull, StorageUnavailable
 
 SCHEMA_VERSION = 2
+T = TypeVar("T")
 _LOCK_KEY = 0x46_4D_53_43  # "FMSC": the advisory lock every host takes to migrate
 
 # Same tables and meaning as SQLite's (db.py, access_db.py); ids are identities so the
@@ -308,6 +309,24 @@ class PostgresBackend:
             return
         with self._transaction(_READ_BEGIN) as conn:
             yield conn
+
+    def once(self, fn: Callable[[PgConn], T]) -> T | None:
+        """``fn(conn)`` on an autocommit session, for ONE statement (it sees one snapshot by
+        itself): no BEGIN, no COMMIT. None when no session is at hand at once or the one the
+        pool gave was ended by the server (a restart): the caller then takes its full read
+        path, which replaces the session or answers 503."""
+        with self._faults():
+            pool = self._get_pool()
+            try:
+                raw = pool.getconn(timeout=self.connect_timeout_s)
+            except psycopg_pool.PoolTimeout:
+                return None
+            try:
+                return fn(PgConn(raw))
+            except psycopg.OperationalError:
+                return None
+            finally:
+                pool.putconn(raw)  # a broken session is discarded by the pool
 
     @contextlib.contextmanager
     def write(self) -> Iterator[PgConn]:

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import sql
 from .index import FlatIndex
+from .thumbnails_db import ThumbInfo
 
 _NO_MATCH = -np.inf
 
@@ -61,7 +62,7 @@ class MatchPage:
     total: int  # photos that qualify (all pages)
     more: bool  # rows remain after the last one returned
     search: str  # "exact" | "approximate"
-    thumbs: dict[str, Any] = field(default_factory=dict)  # photo_id -> ThumbInfo, when asked for
+    thumbs: dict[str, ThumbInfo] = field(default_factory=dict)  # photo_id -> its thumbnail, when asked for
 
 
 class PhotoRanks:
@@ -252,6 +253,39 @@ def select(
     return np.concatenate((better, tied)), more
 
 
+@dataclass(frozen=True)
+class Chosen:
+    """The rows a page returns, before their metadata is read: indices into the PhotoRanks,
+    their best faces' ids, whether more follow."""
+
+    index: np.ndarray
+    face_ids: list[int]
+    more: bool
+
+
+def choose(c: Any, flat: FlatIndex, ranks: PhotoRanks, limit: int, after: tuple[float, str] | None) -> Chosen:
+    """The page's rows and their best faces (``c`` is used only for photos tied at the cut)."""
+    chosen, more = select(c, ranks, limit, after)
+    pos = ranks.best_pos(chosen) if len(chosen) else np.zeros(0, np.int64)
+    return Chosen(chosen, flat.ids[pos].tolist(), more)
+
+
+def build(ranks: PhotoRanks, spec: RankSpec, chosen: Chosen, meta: dict[int, sql.PageRow], search: str) -> MatchPage:
+    """The page from its chosen rows and their metadata (sql.page_rows), best first."""
+    v1 = spec.query_norm is not None
+    rows = []
+    for r, face_id in zip(ranks.rank[chosen.index].tolist(), chosen.face_ids, strict=True):
+        m = meta.get(face_id)
+        if m is None:  # cannot happen when read in the snapshot the ranks come from; never invent data
+            continue
+        bbox = (float(m.x1), float(m.y1), float(m.x2), float(m.y2))
+        rows.append(PhotoRow(m.photo_id, r, 1.0 + r if v1 else r, -r if v1 else None, face_id, bbox, m.source_url))
+    rows.sort(key=lambda row: (-row.rank, row.photo_id))
+    thumbs = {m.photo_id: ThumbInfo(m.etag, int(m.src_width), int(m.src_height))
+              for m in meta.values() if m.etag is not None and m.src_width is not None and m.src_height is not None}
+    return MatchPage(rows, len(ranks.rank), chosen.more, search, thumbs)
+
+
 def page(
     c: Any,
     flat: FlatIndex,
@@ -261,20 +295,11 @@ def page(
     limit: int,
     after: tuple[float, str] | None,
     search: str,
+    thumbs_of: str | None = None,
 ) -> MatchPage:
     """One page (or the top ``limit``), best first, with metadata read for those rows only
-    (one query: photo_id, URL and the best face's bbox)."""
-    chosen, more = select(c, ranks, limit, after)
-    pos = ranks.best_pos(chosen) if len(chosen) else np.zeros(0, np.int64)
-    face_ids = flat.ids[pos].tolist()
-    meta = sql.page_rows(c, face_ids) if face_ids else {}
-    v1 = spec.query_norm is not None
-    rows = []
-    for r, face_id in zip(ranks.rank[chosen].tolist(), face_ids, strict=True):
-        m = meta.get(face_id)
-        if m is None:  # cannot happen inside one read transaction; never invent data
-            continue
-        bbox = (float(m.x1), float(m.y1), float(m.x2), float(m.y2))
-        rows.append(PhotoRow(m.photo_id, r, 1.0 + r if v1 else r, -r if v1 else None, face_id, bbox, m.source_url))
-    rows.sort(key=lambda row: (-row.rank, row.photo_id))
-    return MatchPage(rows, len(ranks.rank), more, search)
+    (one query: photo_id, URL and the best face's bbox; with ``thumbs_of``, the event, the
+    photos' thumbnail infos too: ``MatchPage.thumbs``)."""
+    chosen = choose(c, flat, ranks, limit, after)
+    meta = sql.page_rows(c, chosen.face_ids, thumbs_of) if chosen.face_ids else {}
+    return build(ranks, spec, chosen, meta, search)

@@ -18,12 +18,29 @@ from typing import Any
 import numpy as np
 
 from .. import errors
-from . import ann, ranking, snapshot, sql, thumbnails_db
+from . import ann, ranking, snapshot, sql
 from .cache import Entry
 from .ids import validate_event_id
 from .index import FlatIndex, get_faiss
 from .models import Hit, Space
 from .vectors import normalize_query, validate_space
+
+
+class _NeedsRead(Exception):
+    """The one-statement match path met a query it cannot fold into its statement."""
+
+
+class _NoReads:
+    """Stands in for a connection where none may be used (PostgreSQL's one-statement match):
+    any query raises _NeedsRead, and the full read path is taken instead."""
+
+    dialect = "postgres"
+
+    def execute(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise _NeedsRead
+
+
+_NO_READS = _NoReads()
 
 
 class Searching:
@@ -76,20 +93,62 @@ class Searching:
         validate_event_id(event_id)
         validate_space(space)
         q = normalize_query(query, space.dim)
+        thumbs_of = event_id if thumbnails else None
+        if self._db.dialect == "postgres":
+            found = self._match_at_once(event_id, space, q, spec, int(limit), after, thumbs_of)
+            if found is not None:
+                return found
         with self._searching(event_id, space) as (entry, c):
-            flat = entry.flat
-            assert flat is not None
-            if entry.ann is None and self.ann_min_faces > 0:
-                entry.ann = ann.AnnCache(ann.AnnPaths.of(self.data_dir, space.name, event_id), self.ann_sigmas)
-            hits = ann.search(entry.ann, int(entry.sid or 0), flat, q, spec, self.ann_min_faces)
-            if hits is None:
-                ranks, kind = ranking.exact_photo_ranks(flat, q, spec), "exact"
-            else:
-                ranks, kind = ranking.sparse_photo_ranks(flat, hits[0], hits[1], spec), "approximate"
-            found = ranking.page(c, flat, ranks, spec, limit=int(limit), after=after, search=kind)
-            if thumbnails and found.rows:  # the rows' thumbnails, in the same read transaction
-                found.thumbs.update(thumbnails_db.thumbnail_infos(c, event_id, [r.photo_id for r in found.rows]))
-            return found
+            assert entry.flat is not None
+            ranks, kind = self._ranks(entry, space, q, spec)
+            return ranking.page(c, entry.flat, ranks, spec, limit=int(limit), after=after, search=kind,
+                                thumbs_of=thumbs_of)
+
+    def _ranks(self, entry: Entry, space: Space, q: np.ndarray,
+               spec: ranking.RankSpec) -> tuple[ranking.PhotoRanks, str]:
+        """The photos that qualify, from the entry's cache: approximate when the event has an
+        index that may answer this query, else exact."""
+        flat = entry.flat
+        assert flat is not None
+        if entry.ann is None and self.ann_min_faces > 0:
+            entry.ann = ann.AnnCache(ann.AnnPaths.of(self.data_dir, space.name, entry.key[0]), self.ann_sigmas)
+        hits = ann.search(entry.ann, int(entry.sid or 0), flat, q, spec, self.ann_min_faces)
+        if hits is None:
+            return ranking.exact_photo_ranks(flat, q, spec), "exact"
+        return ranking.sparse_photo_ranks(flat, hits[0], hits[1], spec), "approximate"
+
+    def _match_at_once(self, event_id: str, space: Space, q: np.ndarray, spec: ranking.RankSpec, limit: int,
+                       after: tuple[float, str] | None, thumbs_of: str | None) -> ranking.MatchPage | None:
+        """PostgreSQL, the usual case (this host's cache is loaded and nothing changed since):
+        rank on the cache first, then ONE statement reads the space row and the page's rows,
+        in one snapshot; one round trip where the read transaction takes four. If that row
+        says the space moved on (a write anywhere, a delete, another model) the cache is not
+        what the database holds: None, and the full path catches up and ranks again. None
+        too when the page needs a query of its own first (photos tied at the cut)."""
+        get_faiss(self.faiss_threads)
+        key = (event_id, space.name)
+        with self._cache.locked(key) as entry:
+            if entry.flat is None or entry.sid is None or entry.purge:
+                return None
+            ranks, kind = self._ranks(entry, space, q, spec)
+            try:
+                chosen = ranking.choose(_NO_READS, entry.flat, ranks, limit, after)
+            except _NeedsRead:
+                return None
+            got = self._db.once(lambda c: sql.space_and_page_rows(c, event_id, space.name, chosen.face_ids, thumbs_of))
+            row, meta = got if got is not None else (None, {})
+            if row is None or (row["sid"], row["seq"]) != (entry.sid, entry.seq) or row["tomb_floor"] > entry.seq:
+                return None
+            if Space(space.name, row["engine"], row["model_id"], row["dim"]) != \
+                    Space(space.name, space.engine, space.model_id, int(space.dim)):
+                return None
+            found = ranking.build(ranks, spec, chosen, meta, kind)
+            entry.last_used = time.monotonic()
+            self._cache.count("searches")
+            self._cache.count("one_statement_matches")
+            self._maintain(entry, 0)
+        self._cache.enforce_budget(key)
+        return found
 
     @contextlib.contextmanager
     def _searching(self, event_id: str, space: Space) -> Iterator[tuple[Entry, Any]]:

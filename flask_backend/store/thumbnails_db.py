@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 SCHEMA = """
@@ -116,20 +115,6 @@ def get_thumbnail(c: sqlite3.Connection, event_id: str, photo_id: str) -> Thumbn
         (event_id, photo_id),
     ).fetchone()
     return Thumbnail(row[0], bytes(row[1]), row[2], int(row[3]), int(row[4]), int(row[5]), int(row[6])) if row else None
-
-
-def thumbnail_infos(c: sqlite3.Connection, event_id: str, photo_ids: Sequence[str]) -> dict[str, ThumbInfo]:
-    """{photo_id: info} for the photos that have a thumbnail, in one query (match rows)."""
-    if not photo_ids:
-        return {}
-    from .sql import in_texts  # not at import time: db.py imports this module for its schema
-
-    frag, param = in_texts(c, "photo_id", photo_ids)
-    rows = c.execute(
-        f"SELECT photo_id, etag, src_width, src_height FROM thumbnails WHERE event_id=? AND {frag}",
-        (event_id, param),
-    ).fetchall()
-    return {r[0]: ThumbInfo(r[1], int(r[2]), int(r[3])) for r in rows}
 
 
 def photos_without_thumbnail(c: sqlite3.Connection, event_id: str) -> list[tuple[str, str]]:
