@@ -11,7 +11,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from flask_backend.store import FaceRecord, FaceStore, Space, StorageUnavailable, sql
+from flask_backend.store import FaceRecord, FaceStore, Space, StorageUnavailable, result_rows
 from flask_backend.store.ranking import RankSpec
 from tests.pg_fixtures import PostgresCluster
 
@@ -113,11 +113,11 @@ def test_result_rows_are_read_by_primary_key_even_before_statistics_exist(postgr
         assert c.execute("SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables WHERE relname='photos'"
                          ).fetchone() == (None, None)  # the case: no statistics yet
         rec = _Recorder(c)
-        assert sorted(sql.page_rows(rec, ids)) == sorted(ids)
-        assert sorted(sql.page_rows(rec, ids, "ev")) == sorted(ids)  # with the photos' thumbnails
-        assert sorted(sql.hit_rows(rec, ids)) == sorted(ids)
+        assert sorted(result_rows.page_rows(rec, ids)) == sorted(ids)
+        assert sorted(result_rows.page_rows(rec, ids, "ev")) == sorted(ids)  # with the photos' thumbnails
+        assert sorted(result_rows.hit_rows(rec, ids)) == sorted(ids)
         pids = [int(r[0]) for r in c.execute("SELECT pid FROM photos ORDER BY pid LIMIT 20").fetchall()]
-        assert sorted(int(r[0]) for r in sql.photo_names(rec, pids)) == pids  # ties at a page's cut
+        assert sorted(int(r[0]) for r in result_rows.photo_names(rec, pids)) == pids  # ties at a page's cut
         for stmt, args in rec.statements:
             (plan,) = c.execute("EXPLAIN (FORMAT JSON) " + stmt, args).fetchone()[0]
             scans = {(n["Node Type"], n.get("Relation Name")) for n in _plan_nodes(plan["Plan"])

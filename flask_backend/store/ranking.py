@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import sql
+from . import result_rows
 from .index import FlatIndex
 from .thumbnails_db import ThumbInfo
 
@@ -212,7 +212,7 @@ def _photo_names(c: Any, pids: np.ndarray, into: dict[int, tuple[str, str | None
     missing = [p for p in pids.tolist() if p not in into]
     if not missing:
         return
-    for pid, photo_id, url in sql.photo_names(c, missing):
+    for pid, photo_id, url in result_rows.photo_names(c, missing):
         into[int(pid)] = (photo_id, url)
 
 
@@ -270,8 +270,8 @@ def choose(c: Any, flat: FlatIndex, ranks: PhotoRanks, limit: int, after: tuple[
     return Chosen(chosen, flat.ids[pos].tolist(), more)
 
 
-def build(ranks: PhotoRanks, spec: RankSpec, chosen: Chosen, meta: dict[int, sql.PageRow], search: str) -> MatchPage:
-    """The page from its chosen rows and their metadata (sql.page_rows), best first."""
+def build(ranks: PhotoRanks, spec: RankSpec, chosen: Chosen, meta: dict[int, result_rows.PageRow], search: str) -> MatchPage:
+    """The page from its chosen rows and their metadata (result_rows.page_rows), best first."""
     v1 = spec.query_norm is not None
     rows = []
     for r, face_id in zip(ranks.rank[chosen.index].tolist(), chosen.face_ids, strict=True):
@@ -301,5 +301,5 @@ def page(
     (one query: photo_id, URL and the best face's bbox; with ``thumbs_of``, the event, the
     photos' thumbnail infos too: ``MatchPage.thumbs``)."""
     chosen = choose(c, flat, ranks, limit, after)
-    meta = sql.page_rows(c, chosen.face_ids, thumbs_of) if chosen.face_ids else {}
+    meta = result_rows.page_rows(c, chosen.face_ids, thumbs_of) if chosen.face_ids else {}
     return build(ranks, spec, chosen, meta, search)

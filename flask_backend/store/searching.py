@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import errors
-from . import ann, ranking, snapshot, sql
+from . import ann, ranking, result_rows, snapshot, sql
 from .cache import Entry
 from .ids import validate_event_id
 from .index import FlatIndex, get_faiss
@@ -135,7 +135,7 @@ class Searching:
                 chosen = ranking.choose(_NO_READS, entry.flat, ranks, limit, after)
             except _NeedsRead:
                 return None
-            got = self._db.once(lambda c: sql.space_and_page_rows(c, event_id, space.name, chosen.face_ids, thumbs_of))
+            got = self._db.once(lambda c: result_rows.space_and_page_rows(c, event_id, space.name, chosen.face_ids, thumbs_of))
             row, meta = got if got is not None else (None, {})
             if row is None or (row["sid"], row["seq"]) != (entry.sid, entry.seq) or row["tomb_floor"] > entry.seq:
                 return None
@@ -183,7 +183,7 @@ class Searching:
     def _hits(self, c: Any, ids: np.ndarray, scores: np.ndarray) -> list[Hit]:
         if len(ids) == 0:
             return []
-        meta = sql.hit_rows(c, ids.tolist())
+        meta = result_rows.hit_rows(c, ids.tolist())
         hits = []
         for face_id, score in zip(ids.tolist(), scores.tolist(), strict=True):
             r = meta.get(face_id)
