@@ -90,6 +90,7 @@ class FaceStore(Searching, SnapshotUpkeep):
         self.ann_sigmas = float(ann_sigmas)
         self._locks = snapshot.SnapshotLocks(self.data_dir)
         self._cache = EntryCache(cache_max_bytes)
+        self._stale_at: dict[tuple[str, str], float] = {}  # last one-statement match that found writes (searching.py)
         with storage_faults(self.health):  # a read-only or full data dir: a clear error, not a crash
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self._db = open_backend(self.data_dir, store_url, busy_timeout_s=busy_timeout_s, health=self.health,

@@ -41,6 +41,7 @@ class _NoReads:
 
 
 _NO_READS = _NoReads()
+_STALE_BACKOFF_S = 1.0
 
 
 class Searching:
@@ -124,9 +125,13 @@ class Searching:
         in one snapshot; one round trip where the read transaction takes four. If that row
         says the space moved on (a write anywhere, a delete, another model) the cache is not
         what the database holds: None, and the full path catches up and ranks again. None
-        too when the page needs a query of its own first (photos tied at the cut)."""
+        too when the page needs a query of its own first (photos tied at the cut). After a miss
+        (writes landing, as while organizers upload) this path rests for _STALE_BACKOFF_S, so a
+        busy event does not pay two scans per match."""
         get_faiss(self.faiss_threads)
         key = (event_id, space.name)
+        if time.monotonic() - self._stale_at.get(key, -_STALE_BACKOFF_S) < _STALE_BACKOFF_S:
+            return None  # writes are landing: a first scan would mostly be wasted, for a while
         with self._cache.locked(key) as entry:
             if entry.flat is None or entry.sid is None or entry.purge:
                 return None
@@ -138,6 +143,7 @@ class Searching:
             got = self._db.once(lambda c: result_rows.space_and_page_rows(c, event_id, space.name, chosen.face_ids, thumbs_of))
             row, meta = got if got is not None else (None, {})
             if row is None or (row["sid"], row["seq"]) != (entry.sid, entry.seq) or row["tomb_floor"] > entry.seq:
+                self._stale_at[key] = time.monotonic()
                 return None
             if Space(space.name, row["engine"], row["model_id"], row["dim"]) != \
                     Space(space.name, space.engine, space.model_id, int(space.dim)):
