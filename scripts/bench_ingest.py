@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,14 +79,6 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def load_truth(folder: Path) -> dict[str, list[tuple[float, ...]]]:
     truth: dict[str, list[tuple[float, ...]]] = defaultdict(list)
     with (folder / "truth_faces.csv").open() as f:
@@ -96,11 +88,13 @@ def load_truth(folder: Path) -> dict[str, list[tuple[float, ...]]]:
 
 
 def recall(truth: dict[str, list], found: dict[str, list]) -> tuple[int, int]:
+    from flask_backend.faces.base import box_iou
+
     hit = total = 0
     for name, boxes in truth.items():
         for box in boxes:
             total += 1
-            hit += any(iou(box, b) >= IOU_MIN for b in found.get(name, []))
+            hit += any(box_iou(box, b) >= IOU_MIN for b in found.get(name, []))
     return hit, total
 
 

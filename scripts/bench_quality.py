@@ -33,14 +33,6 @@ PX_FLOORS = (0, 24, 32, 40, 48, 64, 80)
 QUALITY_FLOORS = (0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5)
 
 
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--bench", "bench_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--make-bench", is_flag=True)
@@ -48,6 +40,7 @@ def _iou(a, b) -> float:
 def main(bench_dir: Path | None, make_bench: bool, count: int) -> None:
     from flask_backend.config import Settings
     from flask_backend.faces import largest
+    from flask_backend.faces.base import box_iou
     from flask_backend.imaging import decode_image
     from flask_backend.ingest import detect_spaces
     from flask_backend.match import v2_threshold
@@ -86,8 +79,8 @@ def main(bench_dir: Path | None, make_bench: bool, count: int) -> None:
                 img = decode_image((bench_dir / name).read_bytes(), max_side=settings.max_decode_side or None)
                 for space, found in detect_spaces(svc, img, spaces, "ingest").items():
                     for face in found:
-                        best = max(truth[name], key=lambda t: _iou(t[0], face.bbox))
-                        who = {best[1]} if _iou(best[0], face.bbox) >= 0.3 else set()
+                        best = max(truth[name], key=lambda t: box_iou(t[0], face.bbox))
+                        who = {best[1]} if box_iou(best[0], face.bbox) >= 0.3 else set()
                         faces.append({"set": "bench", "photo": name, "space": space, "face": face, "who": who})
         queries = []
         for r in manifest:

@@ -28,6 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from flask_backend.faces.base import box_iou
+
 Box = tuple[float, float, float, float]
 
 FRACTIONS = (0.4, 0.55, 0.7, 0.9)
@@ -152,21 +154,13 @@ def _small_face(img: np.ndarray, box: Box) -> tuple[np.ndarray, Box]:
     return resized(crop, b, int(np.rint(SMALL_FACE_PX / (b[3] - b[1]) * max(crop.shape[:2]))))
 
 
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def found(truth: Box, boxes: Sequence[Sequence[float]]) -> bool:
     """A truth face counts as found when a detected box overlaps it (IoU >= IOU_MIN), or,
     for HOG's tighter boxes, lies inside it with its centre within the middle half."""
     cx, cy = (truth[0] + truth[2]) / 2, (truth[1] + truth[3]) / 2
     qw, qh = (truth[2] - truth[0]) / 4, (truth[3] - truth[1]) / 4
     for b in boxes:
-        if iou(truth, b) >= IOU_MIN:
+        if box_iou(truth, b) >= IOU_MIN:
             return True
         bx, by = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
         if abs(bx - cx) <= qw and abs(by - cy) <= qh and (b[2] - b[0]) >= (truth[2] - truth[0]) / 2:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from flask_backend.faces import largest
+from flask_backend.faces.base import box_iou
 from flask_backend.faces.dlib_engine import hog_det_score
 from flask_backend.imaging import decode_image
 from flask_backend.ingest import ingest_photo
@@ -180,7 +181,7 @@ def test_group_photos_have_no_duplicate_faces_and_t1_has_six(services, faces_dir
         assert counts["v1"] == counts["v2"] <= int(row["faces_expected"]), (row["file"], counts)
         assert counts["v2"] >= int(row["faces_expected"]) - 1, (row["file"], counts)
         for a, b in itertools.combinations(result.outcomes["v2"].faces, 2):
-            assert cf.iou(a.bbox, b.bbox) < 0.3, (row["file"], a.bbox, b.bbox)
+            assert box_iou(a.bbox, b.bbox) < 0.3, (row["file"], a.bbox, b.bbox)
         if row["file"] == "group__t1.jpg":
             assert counts == {"v1": 6, "v2": 6}
 
@@ -235,6 +236,6 @@ def test_v2_describes_the_faces_hog_found(services, faces_dir):
     described = services.engines.get("v2").describe(img, hog)
     assert len(hog) == len(own) == len(described) == 2
     for face in described:
-        best = max(own, key=lambda o: cf.iou(o.bbox, face.bbox))
-        assert cf.iou(best.bbox, face.bbox) > 0.8 and float(best.embedding @ face.embedding) > 0.9
+        best = max(own, key=lambda o: box_iou(o.bbox, face.bbox))
+        assert box_iou(best.bbox, face.bbox) > 0.8 and float(best.embedding @ face.embedding) > 0.9
         _check_ranges(face)

@@ -18,7 +18,7 @@ import numpy as np
 from ..config import Settings
 from ..imaging import DecodedImage, downscaled, to_bgr
 from ..vectors import as_unit_vector
-from .base import DetectedFace, EngineStatus, FaceBox, Purpose
+from .base import DetectedFace, EngineStatus, FaceBox, Purpose, box_iou
 from .quality import face_quality
 from .shared import files_identity, shared
 
@@ -74,14 +74,6 @@ def shrunk(bgr: np.ndarray, f: float) -> np.ndarray:
     if f < 1 / 3:
         bgr = cv2.resize(bgr, (max(1, round(w * f * 3)), max(1, round(h * f * 3))), interpolation=cv2.INTER_LINEAR)
     return cv2.resize(bgr, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-
-
-def box_iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def merge_boxes(boxes: np.ndarray, kpss: np.ndarray, iou_max: float = 0.4, inside_max: float = 0.6):
