@@ -33,6 +33,11 @@ def _int(name: str, default: int) -> int:
     return int(raw) if raw.strip() else default
 
 
+def _flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    return default if not raw else raw not in ("0", "false", "no", "off")
+
+
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -54,7 +59,10 @@ os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("FACEMATCH_FAISS_THREADS
 wsgi_app = "flask_backend:create_app()"
 bind = [b.strip() for b in os.environ.get("FACEMATCH_BIND", "127.0.0.1:5000").split(",") if b.strip()]
 workers = _int("FACEMATCH_WEB_WORKERS", max(2, _cores()))
-worker_class = "gthread"
+# gthread with a listening socket per worker: the kernel spreads connections over the workers
+# instead of the first to wake taking them all (flask_backend/gunicorn_worker.py says why)
+worker_class = "flask_backend.gunicorn_worker.ReusePortThreadWorker"
+reuse_port = _flag("FACEMATCH_WEB_REUSE_PORT", True)
 threads = _int("FACEMATCH_WEB_THREADS", 2)
 timeout = _int("FACEMATCH_WEB_TIMEOUT", 120)  # a 24 MP photo from a slow URL stays well under this
 graceful_timeout = _int("FACEMATCH_WEB_GRACEFUL_TIMEOUT", 30)
@@ -92,7 +100,7 @@ def on_starting(server) -> None:
 
 def post_worker_init(worker) -> None:
     """Load the engines in the fresh worker, before it accepts requests."""
-    if os.environ.get("FACEMATCH_WEB_WARMUP", "1").strip().lower() in ("0", "false", "no", "off"):
+    if not _flag("FACEMATCH_WEB_WARMUP", True):
         return
     app = getattr(worker, "wsgi", None)
     services = getattr(app, "extensions", {}).get("facematch") if app is not None else None

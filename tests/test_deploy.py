@@ -130,13 +130,14 @@ def test_gunicorn_config_defaults():
         "import runpy, os; c = runpy.run_path('gunicorn.conf.py');"
         "print(c['workers'], c['threads'], c['timeout'], c['graceful_timeout'], c['max_requests'],"
         " c['max_requests_jitter'], c['bind'], c['preload_app'], os.path.isdir(c['METRICS_DIR']),"
-        " c['control_socket_disable'])"
+        " c['control_socket_disable'], c['reuse_port'], c['worker_class'])"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEMATCH_", "PROMETHEUS_"))}
     env.update(FACEMATCH_WEB_WORKERS="3", FACEMATCH_WEB_THREADS="4", FACEMATCH_WEB_MAX_REQUESTS="10",
                FACEMATCH_BIND="127.0.0.1:9999")
     out = subprocess.run([str(PYTHON), "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["3", "4", "120", "30", "10", "200", "['127.0.0.1:9999']", "False", "True", "True"]
+    assert out.stdout.split() == ["3", "4", "120", "30", "10", "200", "['127.0.0.1:9999']", "False", "True", "True",
+                                 "True", "flask_backend.gunicorn_worker.ReusePortThreadWorker"]
 
 
 # --------------------------------------------------------------------------- systemd units
