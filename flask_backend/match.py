@@ -130,7 +130,8 @@ def run_match(services: Services, plan: MatchPlan, *, mode: str, limit: int, cur
     ranked from arrays in the store; metadata (bbox, URL) is read for the returned rows only."""
     after = decode_cursor(cursor) if mode == "all" and cursor else None
     found = services.store.match(plan.event_id, services.space(plan.space), plan.query, plan.spec,
-                                 limit=limit, after=after, thumbnails=services.settings.thumbnail_side > 0)
+                                 limit=limit, after=after, thumbnails=services.settings.thumbnail_side > 0,
+                                 with_total=mode == "all")
     rows = thumbnails.row_fields(services, plan.event_id, [row_json(r, plan.space) for r in found.rows], found.thumbs)
     if mode != "all":
         return MatchResult(rows, None, None, found.search)

@@ -10,11 +10,41 @@ import random
 import numpy as np
 import pytest
 
-from flask_backend.store import FaceRecord, FaceStore, Space
+from flask_backend import create_app
+from flask_backend.store import FaceRecord, FaceStore, Space, prefilter
 from flask_backend.store.ranking import RankSpec
+from tests.conftest import make_settings
 from tests.ranking_fixtures import Event, after, pool, random_event, reference, stored_first
 
 DIM = 128  # both spaces of the real engines (test pack v2 and dlib v1)
+
+
+@pytest.fixture(autouse=True, params=["scan", "8-bit first pass"])
+def first_pass(request, monkeypatch):
+    """Every test twice: these small events scanned, as shipped, and with the 8-bit first pass
+    (store/prefilter.py) forced on with few candidates, so that each of its proofs (every
+    qualifying row among the candidates; the top k alone) and its fall-back to a scan run."""
+    if request.param != "scan":
+        monkeypatch.setattr(prefilter, "MIN_ROWS", 0)
+        monkeypatch.setattr(prefilter, "K_MIN", 64)  # of some 500 faces: the proofs are real
+        monkeypatch.setattr(prefilter, "K_PER_ROW", 4)
+        monkeypatch.setattr(prefilter, "K_MAX", 160)
+    return request.param
+
+
+def _first_pass_ran(client, first_pass: str) -> None:
+    """The ranks came from the branch the test is for: both 8-bit outcomes, or scans only."""
+    counters = client.application.extensions["facematch"].store.stats()["counters"]
+    if first_pass == "scan":
+        assert counters.get("prefiltered", 0) == 0 and counters.get("scans", 0) > 0, counters
+    else:
+        assert counters.get("prefiltered", 0) > 0 and counters.get("scans", 0) > 0, counters
+
+
+@pytest.fixture
+def app(tmp_path, pack_dir):
+    """A fresh app (data dir) per test: each test runs once per first pass on the same event ids."""
+    return create_app(make_settings(tmp_path / "appdata", pack_dir))
 
 
 def _unit_list(v: np.ndarray) -> list[float]:
@@ -76,7 +106,7 @@ def _separated_pool(vectors, norms, qn, gap=1e-4):
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_v2_top_k_and_pages_equal_reference(client, seed):
+def test_v2_top_k_and_pages_equal_reference(client, seed, first_pass):
     rng = random.Random(seed)
     vectors = pool(DIM, 40, seed)
     ev = random_event(rng, 120, len(vectors))
@@ -98,6 +128,7 @@ def test_v2_top_k_and_pages_equal_reference(client, seed):
             assert got == [r[1] for r in ref], (threshold, size)
             assert all(p["total"] == len(ref) for p in pages)
             assert all(len(p["matches"]) == size for p in pages[:-1])
+    _first_pass_ran(client, first_pass)
 
 
 def test_v2_paging_stays_stable_while_photos_are_added(client):
@@ -139,7 +170,7 @@ def test_v2_paging_stays_stable_while_photos_are_added(client):
 
 
 @pytest.mark.parametrize("seed", [4, 5])
-def test_v1_raw_distance_ranking_equals_reference(client, seed):
+def test_v1_raw_distance_ranking_equals_reference(client, seed, first_pass):
     rng = random.Random(seed)
     qn, norms = 0.9, (0.8, 1.0, 1.25)
     vectors = _separated_pool(pool(DIM, 40, seed, lo=0.2, hi=0.99), norms, qn)
@@ -158,6 +189,7 @@ def test_v1_raw_distance_ranking_equals_reference(client, seed):
         pages = _pages(client, "v1", {"event_id": event_id, "descriptor": descriptor, "tolerance": tolerance}, 5)
         assert [m["photo_id"] for p in pages for m in p["matches"]] == [r[1] for r in ref]
         assert pages[0]["total"] == len(ref)
+    _first_pass_ran(client, first_pass)
 
 
 def test_several_selfies_rank_like_their_mean(client):

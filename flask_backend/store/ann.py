@@ -323,7 +323,7 @@ def search(
         if rows is None:
             return None
         pos = positions(index, flat, rows, tail_start)
-        scores = rescore(flat, q, pos)
+        scores = flat.scores_at(q, pos)
     keep = scores >= keep_from
     pos, scores = pos[keep], scores[keep]
     if tail_start < flat.n_total:  # faces newer than the index: exact scan (a view, no copy)
@@ -355,17 +355,6 @@ def positions(index: AnnIndex, flat: FlatIndex, rows: np.ndarray, tail_start: in
         ok = flat.ids[pos] == labels  # faces compacted away since the build are not in the cache
         pos = pos[ok]
     return pos[flat.alive[pos]]
-
-
-def rescore(flat: FlatIndex, q: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """Exact cosines of the (dim,) query with the cache rows ``pos``, read in place (no gathered copy)."""
-    out = np.empty(len(pos), np.float32)
-    if len(pos):
-        faiss = get_faiss()
-        sp = faiss.swig_ptr
-        ids = np.ascontiguousarray(pos, dtype=np.int64)
-        faiss.fvec_inner_products_by_idx(sp(out), sp(q), sp(flat.matrix), sp(ids), flat.dim, 1, len(ids))
-    return out
 
 
 @contextlib.contextmanager

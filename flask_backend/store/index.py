@@ -100,6 +100,9 @@ class FlatIndex:
         self.norms = np.full(len(self.ids), np.nan, dtype=np.float64)
         self.version = 0  # bumped by every change: caches derived from the rows key on it
         self.derived: dict[str, Any] = {}  # such caches (ranking.py), dropped on every change
+        # The rows' 8-bit copy (store/prefilter.py), built by its first search: appended rows
+        # are coded there, removed rows erased here at once, a compaction drops it.
+        self.quantized: Any = None
 
     # -- size ---------------------------------------------------------------
     @property
@@ -117,7 +120,7 @@ class FlatIndex:
     @property
     def nbytes(self) -> int:
         """Resident estimate: rows in use (spare capacity is not touched)."""
-        return self.n_total * (self.dim * 4 + 25)
+        return self.n_total * (self.dim * 4 + 25) + (self.quantized.nbytes if self.quantized is not None else 0)
 
     @property
     def matrix(self) -> np.ndarray:
@@ -193,6 +196,8 @@ class FlatIndex:
         if len(pos) == 0:
             return 0
         self._buf[pos] = 0.0  # biometric data: do not keep it in memory longer than needed
+        if self.quantized is not None:
+            self.quantized.erase(pos)
         self.alive[pos] = False
         self.n_dead += len(pos)
         self._changed()
@@ -219,6 +224,7 @@ class FlatIndex:
         self.norms = self.norms[keep]
         self.alive = np.ones(len(self.ids), dtype=bool)
         self.n_dead = 0
+        self.quantized = None  # rows moved
         self._changed()
 
     # -- search -------------------------------------------------------------
@@ -236,6 +242,17 @@ class FlatIndex:
             faiss.fvec_inner_products_ny(sp(out), sp(q), sp(self._buf[start:]), self.dim, n)
         return out
 
+    def scores_at(self, query: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Inner products of the (dim,) float32 query with the rows ``pos``, read in place (no
+        gathered copy); the same per-row kernel as ``scores``."""
+        out = np.empty(len(pos), np.float32)
+        if len(pos):
+            faiss = get_faiss()
+            sp = faiss.swig_ptr
+            q = np.ascontiguousarray(query, dtype=np.float32).reshape(self.dim)
+            ids = np.ascontiguousarray(pos, dtype=np.int64)
+            faiss.fvec_inner_products_by_idx(sp(out), sp(q), sp(self._buf), sp(ids), self.dim, 1, len(ids))
+        return out
 
     def _selector(self) -> Any:
         if not self.n_dead:

@@ -59,19 +59,23 @@ class PhotoRow(NamedTuple):
 @dataclass(frozen=True)
 class MatchPage:
     rows: list[PhotoRow]
-    total: int  # photos that qualify (all pages)
+    total: int | None  # photos that qualify (all pages); None when not counted (a top_k)
     more: bool  # rows remain after the last one returned
     search: str  # "exact" | "approximate"
     thumbs: dict[str, ThumbInfo] = field(default_factory=dict)  # photo_id -> its thumbnail, when asked for
 
 
 class PhotoRanks:
-    """Qualifying photos: their pid, rank and a way to find the best face's row of any of them."""
+    """Qualifying photos: their pid, rank and a way to find the best face's row of any of them.
+    ``complete`` False: only the photos that can reach a top ``limit`` (store/prefilter.py), so
+    no total."""
 
-    def __init__(self, pids: np.ndarray, rank: np.ndarray, best_pos: Callable[[np.ndarray], np.ndarray]) -> None:
+    def __init__(self, pids: np.ndarray, rank: np.ndarray, best_pos: Callable[[np.ndarray], np.ndarray],
+                 complete: bool = True) -> None:
         self.pids = pids
         self.rank = rank.astype(np.float64, copy=False)
         self.best_pos = best_pos
+        self.complete = complete
 
 
 def face_ranks(flat: FlatIndex, scores: np.ndarray, spec: RankSpec, pos: np.ndarray | None = None) -> np.ndarray:
@@ -150,7 +154,7 @@ def _run_best(grouped: np.ndarray, lay: _Layout) -> np.ndarray:
     return out
 
 
-def _best_per_photo(pos: np.ndarray, rank: np.ndarray, pids: np.ndarray) -> PhotoRanks:
+def best_per_photo(pos: np.ndarray, rank: np.ndarray, pids: np.ndarray) -> PhotoRanks:
     """Best face per photo among a few rows (rank desc, then the lowest row: the lowest face id)."""
     order = np.lexsort((pos, -rank, pids))
     pos, rank, pids = pos[order], rank[order], pids[order]
@@ -174,7 +178,7 @@ def exact_photo_ranks(flat: FlatIndex, query: np.ndarray, spec: RankSpec) -> Pho
         qualifying = np.flatnonzero(passing)
         pids = flat.pids[qualifying]
         keep = pids >= 0
-        return _best_per_photo(qualifying[keep], rank[qualifying[keep]], pids[keep])
+        return best_per_photo(qualifying[keep], rank[qualifying[keep]], pids[keep])
     lay = _layout(flat)
     grouped = rank if lay.order is None else rank[lay.order]
     run_best = _run_best(grouped, lay)
@@ -205,7 +209,7 @@ def sparse_photo_ranks(flat: FlatIndex, pos: np.ndarray, scores: np.ndarray, spe
     pos, rank = pos[keep], rank[keep]
     pids = flat.pids[pos]
     keep = pids >= 0
-    return _best_per_photo(pos[keep], rank[keep], pids[keep])
+    return best_per_photo(pos[keep], rank[keep], pids[keep])
 
 
 def _photo_names(c: Any, pids: np.ndarray, into: dict[int, tuple[str, str | None]]) -> None:
@@ -283,7 +287,7 @@ def build(ranks: PhotoRanks, spec: RankSpec, chosen: Chosen, meta: dict[int, res
     rows.sort(key=lambda row: (-row.rank, row.photo_id))
     thumbs = {m.photo_id: ThumbInfo(m.etag, int(m.src_width), int(m.src_height))
               for m in meta.values() if m.etag is not None and m.src_width is not None and m.src_height is not None}
-    return MatchPage(rows, len(ranks.rank), chosen.more, search, thumbs)
+    return MatchPage(rows, len(ranks.rank) if ranks.complete else None, chosen.more, search, thumbs)
 
 
 def page(

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import errors
-from . import ann, ranking, result_rows, snapshot, sql
+from . import ann, prefilter, ranking, result_rows, snapshot, sql
 from .cache import Entry
 from .ids import validate_event_id
 from .index import FlatIndex, get_faiss
@@ -84,42 +84,49 @@ class Searching:
         limit: int,
         after: tuple[float, str] | None = None,
         thumbnails: bool = False,
+        with_total: bool = True,
     ) -> ranking.MatchPage:
         """One row per photo (its best face), best first (rank desc, photo_id asc), at most
         ``limit`` rows strictly after the keyset ``after`` = (rank, photo_id); plus the total
-        of qualifying photos. Costs one scan of the event whatever the number that qualify;
+        of qualifying photos. Costs at most one scan of the event whatever the number that qualify;
         above ``ann_min_faces`` faces an approximate index is used when one is built (the
         page says ``search="approximate"``). Metadata is read only for the rows returned
-        (with ``thumbnails``, their thumbnail infos too: ``MatchPage.thumbs``)."""
+        (with ``thumbnails``, their thumbnail infos too: ``MatchPage.thumbs``). ``with_total``
+        False (a top_k): the total may be left uncounted (None), which lets a large event's
+        8-bit first pass answer more queries (store/prefilter.py)."""
         validate_event_id(event_id)
         validate_space(space)
         q = normalize_query(query, space.dim)
         thumbs_of = event_id if thumbnails else None
         if self._db.dialect == "postgres":
-            found = self._match_at_once(event_id, space, q, spec, int(limit), after, thumbs_of)
+            found = self._match_at_once(event_id, space, q, spec, int(limit), after, thumbs_of, with_total)
             if found is not None:
                 return found
         with self._searching(event_id, space) as (entry, c):
             assert entry.flat is not None
-            ranks, kind = self._ranks(entry, space, q, spec)
+            ranks, kind = self._ranks(entry, space, q, spec, int(limit), with_total or after is not None)
             return ranking.page(c, entry.flat, ranks, spec, limit=int(limit), after=after, search=kind,
                                 thumbs_of=thumbs_of)
 
-    def _ranks(self, entry: Entry, space: Space, q: np.ndarray,
-               spec: ranking.RankSpec) -> tuple[ranking.PhotoRanks, str]:
+    def _ranks(self, entry: Entry, space: Space, q: np.ndarray, spec: ranking.RankSpec, limit: int,
+               with_total: bool) -> tuple[ranking.PhotoRanks, str]:
         """The photos that qualify, from the entry's cache: approximate when the event has an
-        index that may answer this query, else exact."""
+        index that may answer this query, else exact (from the 8-bit first pass when it proves
+        its answer, else a scan)."""
         flat = entry.flat
         assert flat is not None
         if entry.ann is None and self.ann_min_faces > 0:
             entry.ann = ann.AnnCache(ann.AnnPaths.of(self.data_dir, space.name, entry.key[0]), self.ann_sigmas)
         hits = ann.search(entry.ann, int(entry.sid or 0), flat, q, spec, self.ann_min_faces)
         if hits is None:
-            return ranking.exact_photo_ranks(flat, q, spec), "exact"
+            ranks = prefilter.photo_ranks(flat, q, spec, limit=limit, with_total=with_total)
+            self._cache.count("scans" if ranks is None else "prefiltered")
+            return (ranking.exact_photo_ranks(flat, q, spec) if ranks is None else ranks), "exact"
         return ranking.sparse_photo_ranks(flat, hits[0], hits[1], spec), "approximate"
 
     def _match_at_once(self, event_id: str, space: Space, q: np.ndarray, spec: ranking.RankSpec, limit: int,
-                       after: tuple[float, str] | None, thumbs_of: str | None) -> ranking.MatchPage | None:
+                       after: tuple[float, str] | None, thumbs_of: str | None,
+                       with_total: bool) -> ranking.MatchPage | None:
         """PostgreSQL, the usual case (this host's cache is loaded and nothing changed since):
         rank on the cache first, then ONE statement reads the space row and the page's rows,
         in one snapshot; one round trip where the read transaction takes four. If that row
@@ -135,7 +142,7 @@ class Searching:
         with self._cache.locked(key) as entry:
             if entry.flat is None or entry.sid is None or entry.purge:
                 return None
-            ranks, kind = self._ranks(entry, space, q, spec)
+            ranks, kind = self._ranks(entry, space, q, spec, limit, with_total or after is not None)
             try:
                 chosen = ranking.choose(_NO_READS, entry.flat, ranks, limit, after)
             except _NeedsRead:
