@@ -25,7 +25,7 @@ def first_pass(request, monkeypatch):
     (store/prefilter.py) forced on with few candidates, so that each of its proofs (every
     qualifying row among the candidates; the top k alone) and its fall-back to a scan run."""
     if request.param != "scan":
-        monkeypatch.setattr(prefilter, "MIN_ROWS", 0)
+        monkeypatch.setattr(prefilter, "MIN_BYTES", 0)
         monkeypatch.setattr(prefilter, "K_MIN", 64)  # of some 500 faces: the proofs are real
         monkeypatch.setattr(prefilter, "K_PER_ROW", 4)
         monkeypatch.setattr(prefilter, "K_MAX", 160)

@@ -12,42 +12,44 @@ from flask_backend.store import FaceRecord, FaceStore, Space, prefilter, ranking
 from flask_backend.store.index import FlatIndex, get_faiss
 from flask_backend.store.ranking import RankSpec
 
-V2 = Space("v2", "insightface", "test", 128)
-FACES = 32_000  # above prefilter.MIN_ROWS as shipped
+SHAPES = [(32_000, 128), (8_000, 512)]  # faces x dim: the test pack's and buffalo_l's, above MIN_BYTES as shipped
 
 
-def _event(rng: np.random.Generator) -> tuple[list[tuple[str, list[FaceRecord], str]], np.ndarray]:
-    """Photos of 1-4 faces: random strangers, plus 40 people who appear in 150 photos each
-    (more rows near a selfie than the first pass keeps), every face with its own bbox."""
-    people = rng.standard_normal((40, 128))
-    vecs = rng.standard_normal((FACES, 128))
-    who = rng.integers(0, 40, FACES)
-    crowd = rng.random(FACES) < 40 * 150 / FACES
-    vecs[crowd] = people[who[crowd]] + 0.35 * rng.standard_normal((int(crowd.sum()), 128))
+def _event(rng: np.random.Generator, faces: int, dim: int) -> tuple[list[tuple[str, list[FaceRecord], str]], np.ndarray]:
+    """Photos of 1-4 faces: random strangers, and 40 people who share a fifth of the faces (more
+    rows near a selfie than the first pass keeps), every face with its own bbox."""
+    people = rng.standard_normal((40, dim))
+    vecs = rng.standard_normal((faces, dim))
+    who = rng.integers(0, 40, faces)
+    crowd = rng.random(faces) < 0.2
+    vecs[crowd] = people[who[crowd]] + 0.35 * rng.standard_normal((int(crowd.sum()), dim))
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     photos, i, n = [], 0, 0
-    while i < FACES:
-        k = min(int(rng.integers(1, 5)), FACES - i)
+    while i < faces:
+        k = min(int(rng.integers(1, 5)), faces - i)
         photos.append((f"p{n:06d}", [FaceRecord(vecs[j], (float(j), 0.0, float(j) + 5, 5.0), 0.9) for j in range(i, i + k)],
                        f"https://example.com/{n}.jpg"))
         i, n = i + k, n + 1
     return photos, people / np.linalg.norm(people, axis=1, keepdims=True)
 
 
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
+@pytest.fixture(scope="module", params=SHAPES, ids=lambda shape: f"{shape[0]}x{shape[1]}")
+def loaded(request, tmp_path_factory):
+    faces, dim = request.param
+    assert faces * dim * 4 >= prefilter.MIN_BYTES
     rng = np.random.default_rng(7)
-    photos, people = _event(rng)
+    photos, people = _event(rng, faces, dim)
+    space = Space("v2", "insightface", "test", dim)
     store = FaceStore(tmp_path_factory.mktemp("prefilter") / "data")
     for start in range(0, len(photos), 4000):
-        store.put_photos("big", V2, photos[start:start + 4000])
-    yield store, photos, people, rng
+        store.put_photos("big", space, photos[start:start + 4000])
+    yield store, space, people, rng
     store.close()
 
 
 def _scanned(store: FaceStore, monkeypatch, *args, **kwargs):
     with monkeypatch.context() as m:
-        m.setattr(prefilter, "MIN_ROWS", 10**9)
+        m.setattr(prefilter, "MIN_BYTES", 2**62)
         return store.match(*args, **kwargs)
 
 
@@ -60,9 +62,10 @@ def _counters(store: FaceStore) -> dict[str, int]:
 
 
 def test_first_pass_answers_exactly_like_a_scan(loaded, monkeypatch):
-    store, _photos, people, rng = loaded
-    selfies = [p + 0.3 * rng.standard_normal(128) / np.sqrt(128) for p in people[:6]]
-    queries = [s / np.linalg.norm(s) for s in selfies] + [rng.standard_normal(128) for _ in range(3)]
+    store, V2, people, rng = loaded
+    dim = V2.dim
+    selfies = [p + 0.3 * rng.standard_normal(dim) / np.sqrt(dim) for p in people[:6]]
+    queries = [s / np.linalg.norm(s) for s in selfies] + [rng.standard_normal(dim) for _ in range(3)]
     proofs = {"every qualifying row": 0, "the top k": 0}
     for q in queries:
         for threshold in (0.5, 0.35, 0.0):
@@ -108,7 +111,8 @@ def test_removed_rows_codes_are_erased_at_once_and_a_compaction_drops_the_copy()
 
 
 def test_deletes_and_faces_added_later_are_answered_like_a_scan(loaded, monkeypatch):
-    store, _photos, people, rng = loaded
+    store, V2, people, rng = loaded
+    dim = V2.dim
     q = people[7]
     spec = RankSpec(0.3)
     first = store.match("big", V2, q, spec, limit=5, with_total=False)
@@ -124,9 +128,9 @@ def test_deletes_and_faces_added_later_are_answered_like_a_scan(loaded, monkeypa
     # faces added after the copy was built: coded at the next search, and found; one of them
     # lies beyond the copy's grid (a component above every one it was built from)
     bound = quant.bound
-    beyond = np.zeros(128)
+    beyond = np.zeros(dim)
     beyond[0] = 1.0
-    near = people[8] + 0.05 * rng.standard_normal(128) / np.sqrt(128)
+    near = people[8] + 0.05 * rng.standard_normal(dim) / np.sqrt(dim)
     store.put_photo("big", "new-near", V2, [FaceRecord(near / np.linalg.norm(near), (1.0, 2.0, 3.0, 4.0), 0.9)])
     store.put_photo("big", "new-beyond", V2, [FaceRecord(beyond, (5.0, 6.0, 7.0, 8.0), 0.9)])
     got = store.match("big", V2, people[8], RankSpec(0.3), limit=3, with_total=False)
@@ -161,7 +165,7 @@ def test_the_proof_holds_where_the_8_bit_copy_misorders_rows():
     target = flat.pids[-1]
     q = np.eye(dim, dtype=np.float32)[0]
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(prefilter, "MIN_ROWS", 0)
+        m.setattr(prefilter, "MIN_BYTES", 0)
         quant = prefilter.synced(flat)
         approx, pos = quant.top(q, prefilter.K_MIN)
         assert len(x) - 1 not in pos.tolist() and np.ptp(approx) == 0  # one bin: the target left out

@@ -4,9 +4,10 @@ answer needs; those rows are then scored exactly. Otherwise the caller scans, as
 
 Why: a large event's exact scan is bound by memory bandwidth. At 100k x 128 it reads 51 MB per
 query (4.3 ms a core, the same with both cores busy); the top K of an 8-bit copy (faiss
-``IndexScalarQuantizer``, QT_8bit_uniform) reads 12.8 MB (1.8 ms). Below ``MIN_ROWS`` the
-matrix stays in cache and the 8-bit pass is no cheaper (10k x 128: 0.19 ms both), so small
-events are scanned.
+``IndexScalarQuantizer``, QT_8bit_uniform) reads 12.8 MB (1.8 ms). A matrix below
+``MIN_BYTES`` stays in cache and the 8-bit pass is no cheaper (10k x 128, 5 MB: 0.17 vs 0.19 ms;
+the gain starts near 10 MB: 30k x 128 0.66 vs 0.44 ms, 10k x 512 1.34 vs 0.49), so small events
+are scanned.
 
 Why it is exact. Every component is coded on a uniform grid over [-r, r] (r: the largest
 component when the copy was built), so it is off by at most r/255, more only where a later row
@@ -33,7 +34,7 @@ import numpy as np
 from . import ranking
 from .index import FlatIndex, get_faiss
 
-MIN_ROWS = 30_000  # below: the exact scan is as cheap (see the module docstring)
+MIN_BYTES = 15_000_000  # float32 rows below this: the scan is as cheap (29k faces at 128-d, 7k at 512-d)
 K_MIN = 256  # candidates at least; a top k: K = max(K_MIN, K_PER_ROW * limit); with the total:
 K_PER_ROW = 8  # K = max(K_MIN, 4 x the rows a sample says qualify)
 K_MAX = 2048  # above: scan; the top K's heap costs what it saves (100k x 128: K 2048 2.9 ms, 4096 4.2 = a scan)
@@ -143,7 +144,7 @@ def photo_ranks(flat: FlatIndex, q: np.ndarray, spec: ranking.RankSpec, *, limit
     ``with_total`` False (a top ``limit`` whose total and "more" nobody reads) also accepts a
     proof of the top ``limit`` alone: the ranks then hold the candidate photos only
     (``complete`` False)."""
-    if flat.n_total < MIN_ROWS or flat.n_alive == 0:
+    if flat.n_total * flat.dim * 4 < MIN_BYTES or flat.n_alive == 0:
         return None
     if with_total:  # every qualifying row must be a candidate: K from how many there are
         guess = _qualifying_guess(flat, q, spec)
