@@ -21,7 +21,7 @@ from tests.processes import Gunicorn, WorkerSessions
 
 pytestmark = pytest.mark.slow
 
-CONNECTIONS = 16  # bench_load's wrk -c16
+CONNECTIONS = 16  # as many as scripts/bench_load.py keeps open
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def _answered_by(sock: socket.socket) -> str:
 
 
 def test_connections_opened_back_to_back_are_spread_over_both_workers(server):
-    """As wrk or a proxy's pool opens them: 16 connections back to back, each sending a match
+    """As a load generator or a proxy's pool opens them: 16 connections back to back, each sending a match
     at once, three times. The shared socket gave 14-16 of each 16 to the first worker to wake
     (measured); per-worker sockets split them by a hash of the ports, so each worker gets at
     least a quarter of the 48 (missed with odds near 1 in 10,000)."""

@@ -170,7 +170,7 @@ def photo_ranks(flat: FlatIndex, q: np.ndarray, spec: ranking.RankSpec, *, limit
     ranks = ranking.best_per_photo(pos[keep][known], rank[keep][known], pids[known])
     if outside < spec.min_rank:
         return ranks
-    if with_total or len(ranks.rank) <= limit:
+    if with_total or limit < 1 or len(ranks.rank) <= limit:
         return None
     kth = float(np.partition(ranks.rank, len(ranks.rank) - limit)[len(ranks.rank) - limit])
     if kth > outside:

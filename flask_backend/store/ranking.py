@@ -4,7 +4,9 @@ A match must cost what its score computation costs, however many faces pass the 
 So nothing here makes a Python object per qualifying face:
 
 - scores of every face of the event come from one pass over the cached matrix
-  (``FlatIndex.scores``, single-threaded SIMD); masked (deleted) rows get -inf;
+  (``FlatIndex.scores``, single-threaded SIMD); masked (deleted) rows get -inf. On a large
+  event, store/prefilter.py first tries to prove which rows matter from an 8-bit copy and
+  scores only those (then ``best_per_photo`` ranks them);
 - each face knows its photo (``FlatIndex.pids``, aligned with the rows). Faces of one photo
   are written in one transaction, so their ids, and therefore their rows, are contiguous:
   ``np.maximum.reduceat`` over the photo runs gives every photo's best face in one pass
