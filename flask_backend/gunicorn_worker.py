@@ -43,7 +43,10 @@ class ReusePortThreadWorker(ThreadWorker):
         """Serve what is queued on this worker's sockets, then close them."""
         for listener in self.sockets:
             # gunicorn's accept() takes one connection and swallows EAGAIN: ask the socket
-            while select.select([listener], [], [], 0)[0]:
+            # (poll, not select: no FD_SETSIZE limit under LimitNOFILE=65536)
+            ready = select.poll()
+            ready.register(listener, select.POLLIN)
+            while ready.poll(0):
                 before = self.nr_conns
                 self.accept(listener)
                 if self.nr_conns == before:  # readable but nothing to take (aborted): done
