@@ -43,6 +43,11 @@ _SLACK = 1e-4  # float32 summation order of the two kernels, far above its real 
 _ERASED = 127  # the code of 0.0 on the symmetric grid: what a removed row's copy becomes
 
 
+def _largest(x: np.ndarray) -> float:
+    """max |x| without an |x| temporary (the matrix may be gigabytes)."""
+    return float(max(x.max(), -x.min())) if x.size else 0.0
+
+
 class Quantized:
     """The 8-bit copy of a FlatIndex's rows [0, rows), kept in step with it: rows appended are
     coded at the next search, a removed row's code is erased at once (FlatIndex.remove calls
@@ -51,7 +56,7 @@ class Quantized:
     def __init__(self, flat: FlatIndex) -> None:
         faiss = get_faiss()
         self.dim = flat.dim
-        self.r = max(float(np.abs(flat.matrix).max()) if flat.n_total else 0.0, 1e-6)
+        self.r = max(_largest(flat.matrix), 1e-6)
         self.index = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_8bit_uniform,
                                                 faiss.METRIC_INNER_PRODUCT)
         self.index.sq.trained.resize(2)
@@ -70,7 +75,7 @@ class Quantized:
         if not len(vectors):
             return
         x = np.ascontiguousarray(vectors, dtype=np.float32)
-        excess = float(np.abs(x).max()) - self.r
+        excess = _largest(x) - self.r
         if excess <= 0:
             row_bound = math.sqrt(self.dim) * self.step
         else:  # a later row beyond the grid: bound each row by its own clipped components
