@@ -167,12 +167,8 @@ def photo_ranks(flat: FlatIndex, q: np.ndarray, spec: ranking.RankSpec, *, limit
         outside = outside_rank(flat, spec, cut)
     else:
         outside = -math.inf
-    rank = ranking.face_ranks(flat, flat.scores_at(q, pos), spec, pos)
-    rank[~flat.alive[pos]] = -math.inf
-    keep = rank >= spec.min_rank
-    pids = flat.pids[pos[keep]]
-    known = pids >= 0
-    ranks = ranking.best_per_photo(pos[keep][known], rank[keep][known], pids[known])
+    pos = pos[flat.alive[pos]]  # removed rows' erased codes may still rank among the top K
+    ranks = ranking.sparse_photo_ranks(flat, pos, flat.scores_at(q, pos), spec)
     if outside < spec.min_rank:
         return ranks
     if with_total or limit < 1 or len(ranks.rank) <= limit:

@@ -205,7 +205,7 @@ def exact_photo_ranks(flat: FlatIndex, query: np.ndarray, spec: RankSpec) -> Pho
 
 
 def sparse_photo_ranks(flat: FlatIndex, pos: np.ndarray, scores: np.ndarray, spec: RankSpec) -> PhotoRanks:
-    """Best face per photo among candidate rows (an approximate search's hits)."""
+    """Best face per photo among candidate rows (an approximate search's hits, the 8-bit first pass's candidates)."""
     rank = face_ranks(flat, scores.astype(np.float32, copy=True), spec, pos)
     keep = rank >= spec.min_rank
     pos, rank = pos[keep], rank[keep]
