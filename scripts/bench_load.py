@@ -10,63 +10,35 @@ into a temporary data dir through the store's bulk path (v2: 10k and 100k random
 photo, plus a 100k clustered event with its approximate index built as a writer would; v1:
 10k descriptors), starts gunicorn on a free port with the defaults of gunicorn.conf.py, warms
 every worker, and runs ``wrk -t2 -c16`` (selfies: -c1 / -c4) per scenario. Printed per
-scenario: req/s, p50, p90, p99, non-2xx, RSS of each worker after it, and req/s as a ratio of
-``GET /health`` measured in the same run (the framework floor). Then the targets of issue 8.
+scenario: req/s, p50, p90, p99, non-2xx, RSS of each worker after it, req/s as a ratio of
+``GET /health`` measured in the same run (the framework floor), and the CPU time the workers
+spent per request (user + system, over the run; scripts/load_server.py), with /health's as a
+ratio of it: what a request costs the server, which drifts far less than req/s on a shared box.
+Then the targets of issue 8.
 
 Soak (``--soak``): after a warm-up (10,000 requests spread over the workers, ``--soak-warmup``),
 N (20,000) requests from 4 client threads: embedding matches (70%), selfie matches with real
 photos re-encoded at varied sizes and aspect ratios (20%), embedding ingests (10%); RSS of each
-worker every 2,000 requests, and the growth from the first point to the last (target < 5%).
+worker every 2,000 requests, and the growth from the first point to the last (target < 5%)
+(scripts/load_soak.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
-import random
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+from scripts.load_server import REPO, Server, cpu_ms_per_request, multipart, need_wrk, run_wrk, warm
+
 ASSETS = Path(os.environ.get("FACEMATCH_TEST_ASSETS", REPO.parent / "shared")).resolve()
 DIM = 128
-LUA = """
-local f = io.open("{body}", "rb"); wrk.body = f:read("*all"); f:close()
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "{ctype}"
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('\\nRESULT {{"requests":%d,"duration_us":%d,"p50":%d,"p90":%d,"p99":%d,'
-    .. '"non2xx":%d,"errors":%d}}\\n', summary.requests, summary.duration, latency:percentile(50),
-    latency:percentile(90), latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
-end
-"""
-LUA_GET = LUA.replace('local f = io.open("{body}", "rb"); wrk.body = f:read("*all"); f:close()\nwrk.method = "POST"\n'
-                      'wrk.headers["Content-Type"] = "{ctype}"\n', "")
-
-
-def need_wrk() -> str:
-    path = shutil.which("wrk")
-    if path is None:
-        sys.exit("wrk not found: install it (Debian/Ubuntu: sudo apt-get install wrk; macOS: brew install wrk)")
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def unit_rows(rng, n: int, dim: int = DIM) -> np.ndarray:
@@ -117,85 +89,6 @@ def build_events(data_dir: Path, pack: Path, big: bool) -> dict:
     return info
 
 
-class Server:
-    def __init__(self, data_dir: Path, pack: Path, log: Path, extra_env: dict[str, str], repo: Path = REPO) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEMATCH_", "PROMETHEUS_"))}
-        env.update(FACEMATCH_DATA_DIR=str(data_dir), FACEMATCH_V2_PACK=str(pack),
-                   FACEMATCH_BIND=f"127.0.0.1:{self.port}", FACEMATCH_LOG_LEVEL="INFO",
-                   FACEMATCH_RATE_LIMITS_ENABLED="0", **extra_env)  # capacity, from one address
-        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], cwd=repo, env=env,
-                                     stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-        import requests
-
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                sys.exit(f"gunicorn exited ({self.proc.returncode}); see {log}")
-            try:
-                if requests.get(self.url + "/health", timeout=2).ok and len(self.workers()) >= 1:
-                    time.sleep(2)  # every worker booted and warmed its engines
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        sys.exit("gunicorn did not answer within 120 s")
-
-    def workers(self) -> list[int]:
-        import psutil
-
-        return sorted(c.pid for c in psutil.Process(self.proc.pid).children())
-
-    def rss_mb(self) -> list[float]:
-        import psutil
-
-        out = []
-        for pid in self.workers():
-            try:
-                out.append(psutil.Process(pid).memory_info().rss / 2**20)
-            except psutil.NoSuchProcess:
-                pass
-        return out
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-
-
-def multipart(fields: dict[str, str], image: bytes, name: str = "selfie.jpg") -> tuple[bytes, str]:
-    boundary = "----facematchbench7"
-    out = io.BytesIO()
-    for k, v in fields.items():
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode())
-    out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
-              "Content-Type: image/jpeg\r\n\r\n".encode() + image + b"\r\n")
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
-
-
-def run_wrk(wrk: str, url: str, body: bytes | None, ctype: str, conns: int, seconds: float, tmp: Path) -> dict:
-    script = tmp / f"s{time.monotonic_ns()}.lua"
-    if body is None:
-        script.write_text(LUA_GET.format())
-    else:
-        body_path = tmp / (script.stem + ".body")
-        body_path.write_bytes(body)
-        script.write_text(LUA.format(body=body_path, ctype=ctype))
-    threads = min(2, conns)
-    out = subprocess.run([wrk, f"-t{threads}", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script),
-                          url], capture_output=True, text=True, check=True)
-    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT "))
-    r = json.loads(line[len("RESULT "):])
-    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
-    return r
-
-
 def scenarios(info: dict, big: bool) -> list[tuple[str, str, bytes | None, str, int]]:
     """(name, path, body, content type, connections)."""
     rng = np.random.default_rng(99)
@@ -227,19 +120,6 @@ def scenarios(info: dict, big: bool) -> list[tuple[str, str, bytes | None, str, 
     mp1, ctype1 = multipart({"event_id": "v1e10k", "top_k": "20"}, photo)
     out.append(("selfie match v1 (real photo) c1", "/api/v1/match", mp1, ctype1, 1))
     return out
-
-
-def warm(url: str, cases, workers: int) -> None:
-    import requests
-
-    for _name, path, body, ctype, _c in cases:
-        for _ in range(workers * 4):  # every worker loads every event before it is measured
-            if body is None:
-                requests.get(url + path, timeout=60)
-            else:
-                r = requests.post(url + path, data=body, headers={"Content-Type": ctype}, timeout=120)
-                if r.status_code != 200:
-                    sys.exit(f"warm-up {path} answered {r.status_code}: {r.text[:300]}")
 
 
 def ann_recall(url: str, info: dict) -> tuple[float, set[str]]:
@@ -286,13 +166,17 @@ def check_clustered(url: str, info: dict) -> str:
 
 
 def print_table(rows: list[dict]) -> None:
-    floor = rows[0]["rps"]
-    head = f"{'scenario':<40} {'req/s':>8} {'x health':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>7}  RSS/worker MB"
+    floor, floor_cpu = rows[0]["rps"], rows[0]["cpu_ms"]
+    head = (f"{'scenario':<40} {'req/s':>8} {'x health':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>7} "
+            f"{'CPU ms/req':>10} {'x health':>8}  RSS/worker MB")
     print(head)
     print("-" * len(head))
     for r in rows:
         print(f"{r['name']:<40} {r['rps']:8.1f} {r['rps'] / floor:8.2f} {r['p50'] / 1000:8.1f} {r['p90'] / 1000:8.1f} "
-              f"{r['p99'] / 1000:8.1f} {r['non2xx'] + r['errors']:7d}  {', '.join(f'{v:.0f}' for v in r['rss'])}")
+              f"{r['p99'] / 1000:8.1f} {r['non2xx'] + r['errors']:7d} {r['cpu_ms']:10.3f} {floor_cpu / r['cpu_ms']:8.2f}  "
+              f"{', '.join(f'{v:.0f}' for v in r['rss'])}")
+    print("(CPU ms/req: the workers' user + system time per request over the run; its 'x health' is /health's "
+          "CPU per request over the scenario's)")
 
 
 def check_targets(rows: list[dict], recall: float | None) -> None:
@@ -326,84 +210,11 @@ def check_targets(rows: list[dict], recall: float | None) -> None:
         print(f"  [{'PASS' if ok else 'FAIL'}] {text}")
     r = by["match route floor (1-face event)"]
     print(f"  (the match route with nothing to search: {r['rps'] / floor:.2f} x /health, p99 {r['p99'] / 1000:.1f} ms)")
-
-
-def soak(server: Server, total: int, every: int, workers: int, warmup: int = 10_000) -> None:
-    """Mixed requests from 4 threads; RSS of each worker every ``every`` requests."""
-    import requests
-    from PIL import Image
-
-    rng = random.Random(5)
-    faces = sorted(p for p in (ASSETS / "faces").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    selfies = []
-    for i, path in enumerate(faces[:12]):  # real photos at varied sizes and aspect ratios
-        img = Image.open(path).convert("RGB")
-        w, h = img.size
-        crop = img.crop((0, 0, w, int(h * min(1.0, 0.55 + 0.04 * i))))
-        side = 320 + 110 * i
-        crop.thumbnail((side, side))
-        buf = io.BytesIO()
-        crop.save(buf, "JPEG", quality=88)
-        selfies.append(buf.getvalue())
-    vecs = unit_rows(np.random.default_rng(4), 500)
-    count = {"n": 0}
-    lock = threading.Lock()
-    curve: list[tuple[int, list[float]]] = []
-    statuses: dict[int, int] = {}
-
-    def one(sess, j: int) -> int:
-        u = rng.random()
-        if u < 0.7:
-            body = {"event_id": "e10k", "user_embedding": vecs[j % 500].tolist(), "threshold": 0.0,
-                    **({"top_k": 20} if j % 2 else {"mode": "all", "page_size": 100})}
-            return sess.post(server.url + "/api/v2/match", json=body, timeout=120).status_code
-        if u < 0.9:
-            img = selfies[j % len(selfies)]
-            r = sess.post(server.url + "/api/v2/match", data={"event_id": "e10k", "top_k": "20"},
-                          files={"image": ("s.jpg", img, "image/jpeg")}, timeout=120)
-            return 200 if r.status_code in (200, 422) else r.status_code  # 422: a crop without a face
-        body = {"event_id": "soak", "photo_id": f"s{j}", "embeddings": vecs[j % 500 : j % 500 + 2].tolist()}
-        return sess.post(server.url + "/api/v2/ingest", json=body, timeout=120).status_code
-
-    def client(seed: int, n: int) -> None:
-        sess = requests.Session()
-        for k in range(n):
-            code = one(sess, seed * 1_000_000 + k)
-            with lock:
-                statuses[code] = statuses.get(code, 0) + 1
-                count["n"] += 1
-                if count["n"] % every == 0:
-                    curve.append((count["n"], server.rss_mb()))
-                    print(f"  {count['n']:>6} requests: RSS/worker MB {', '.join(f'{v:.0f}' for v in curve[-1][1])}",
-                          flush=True)
-
-    print(f"warm-up: {warmup:,} mixed requests from 4 threads, a new connection each (every worker warms)",
-          flush=True)
-
-    def warm_client(seed: int) -> None:
-        for j in range(warmup // 4):
-            with requests.Session() as fresh:
-                one(fresh, 10_000_000 * (seed + 1) + j)
-
-    warmers = [threading.Thread(target=warm_client, args=(k,)) for k in range(4)]
-    for t in warmers:
-        t.start()
-    for t in warmers:
-        t.join()
-    base = server.rss_mb()
-    print(f"after warm-up: RSS/worker MB {', '.join(f'{v:.0f}' for v in base)}")
-    threads = [threading.Thread(target=client, args=(k, total // 4)) for k in range(4)]
-    t0 = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    end = server.rss_mb()
-    print(f"{total} requests in {time.monotonic() - t0:.0f} s; statuses {statuses}")
-    growth = [(e - b) / b * 100 for b, e in zip(base, end, strict=False)]
-    print(f"RSS growth after warm-up → end, per worker: {', '.join(f'{g:+.1f}%' for g in growth)}")
-    ok = all(g < 5.0 for g in growth) and len(end) == workers
-    print(f"  [{'PASS' if ok else 'FAIL'}] every worker grew < 5% and none was restarted ({len(end)} workers)")
+    # What a ratio target leaves a match, in the workers' CPU per request (req/s ~ 1 / CPU per
+    # request while the workers are the bottleneck): /health's cost over the ratio.
+    h = rows[0]["cpu_ms"]
+    print(f"  (per request the workers spend {h:.3f} ms on /health and {r['cpu_ms']:.3f} ms on the match route with "
+          f"nothing to search; a match at 0.8 x /health may cost {h / 0.8:.3f} ms, at 0.5 x {h / 0.5:.3f} ms)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -447,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gunicorn: {workers} workers (gunicorn.conf.py defaults), cores {os.cpu_count()}, "
               f"load average {os.getloadavg()[0]:.1f} at start", flush=True)
         if args.soak:
+            from scripts.load_soak import soak
+
             soak(server, args.soak_requests, args.soak_every, workers, args.soak_warmup)
             return 0
         cases = scenarios(info, big)
@@ -457,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for name, path, body, ctype, conns in cases:
             print(f"... {name}", file=sys.stderr, flush=True)
+            cpu = server.cpu_s()
             r = run_wrk(wrk, server.url + path, body, ctype, conns, seconds, tmp)
-            r.update(name=name, rss=server.rss_mb())
+            r.update(name=name, rss=server.rss_mb(), cpu_ms=cpu_ms_per_request(cpu, server.cpu_s(), r["requests"]))
             rows.append(r)
         print(f"\nwrk -t2 -c16 (selfies: -c1/-c4), {seconds:.0f} s per scenario; load average "
               f"{os.getloadavg()[0]:.1f} at the end\n")
