@@ -73,22 +73,23 @@ def soak(server: Server, total: int, every: int, workers: int, warmup: int = 10_
             with requests.Session() as fresh:
                 one(fresh, 10_000_000 * (seed + 1) + j)
 
-    warmers = [threading.Thread(target=warm_client, args=(k,)) for k in range(4)]
-    for t in warmers:
-        t.start()
-    for t in warmers:
-        t.join()
+    _in_threads(warm_client, [(k,) for k in range(4)])
     base = server.rss_mb()
     print(f"after warm-up: RSS/worker MB {', '.join(f'{v:.0f}' for v in base)}")
-    threads = [threading.Thread(target=client, args=(k, total // 4)) for k in range(4)]
     t0 = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _in_threads(client, [(k, total // 4) for k in range(4)])
     end = server.rss_mb()
     print(f"{total} requests in {time.monotonic() - t0:.0f} s; statuses {statuses}")
     growth = [(e - b) / b * 100 for b, e in zip(base, end, strict=False)]
     print(f"RSS growth after warm-up → end, per worker: {', '.join(f'{g:+.1f}%' for g in growth)}")
     ok = all(g < 5.0 for g in growth) and len(end) == workers
     print(f"  [{'PASS' if ok else 'FAIL'}] every worker grew < 5% and none was restarted ({len(end)} workers)")
+
+
+def _in_threads(target, args: list[tuple]) -> None:
+    """``target(*a)`` for each ``a`` of ``args``, each in a thread of its own; returns when all are done."""
+    threads = [threading.Thread(target=target, args=a) for a in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
