@@ -35,7 +35,6 @@ LUA_GET = LUA.replace('local f = io.open("{body}", "rb"); wrk.body = f:read("*al
                       'wrk.headers["Content-Type"] = "{ctype}"\n', "")
 
 
-
 def need_wrk() -> str:
     path = shutil.which("wrk")
     if path is None:
