@@ -16,7 +16,6 @@ Purpose = Literal["selfie", "ingest"]
 BBox = tuple[float, float, float, float]
 
 
-
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     """Intersection over union of two (x1, y1, x2, y2) boxes (0 when they do not overlap)."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
@@ -24,6 +23,7 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return float(inter / union) if union > 0 else 0.0
+
 
 @dataclass(frozen=True)
 class FaceQuality:

@@ -178,4 +178,3 @@ def photo_ranks(flat: FlatIndex, q: np.ndarray, spec: ranking.RankSpec, *, limit
         ranks.complete = False
         return ranks
     return None
-
